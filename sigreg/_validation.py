@@ -1,0 +1,98 @@
+"""Argument checks that raise ``ValueError``/``TypeError`` naming the offending argument.
+
+Checks on array *values* (finiteness, unit norms) cannot raise inside a trace such as
+``jax.jit``; there they return a boolean array instead, and the caller turns the result
+into NaN with :func:`poison`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+from sigreg._namespace import is_traced
+
+INTEGRATIONS = ("trapezoid", "exact")
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_int(value: Any, name: str, *, minimum: int) -> int:
+    """Return ``value`` as ``int`` if it is an integer ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_quadrature(t_max: Any, n_points: Any) -> tuple[float, int]:
+    """Validate the trapezoid grid parameters."""
+    if isinstance(t_max, bool) or not isinstance(t_max, numbers.Real):
+        raise TypeError(f"t_max must be a real number, got {t_max!r}")
+    if not math.isfinite(t_max) or t_max <= 0:
+        raise ValueError(f"t_max must be finite and > 0, got {t_max}")
+    return float(t_max), check_int(n_points, "n_points", minimum=2)
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """Validate a string option."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """Validate a boolean option."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+def check_axis(axis: Any, ndim: int, name: str = "axis") -> int:
+    """Return ``axis`` normalised to ``0 <= axis < ndim``."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name}={axis} is out of range for an array with {ndim} dimension(s)")
+    return int(axis) % ndim
+
+
+def check_sample_count(n: int, name: str, *, debias: bool) -> None:
+    """The sample axis must hold at least one sample (two for the U-statistic)."""
+    if n < 1:
+        raise ValueError(f"{name} has an empty sample axis")
+    if debias and n < 2:
+        raise ValueError(f"{name} needs at least 2 samples along the sample axis when debias=True")
+
+
+def check_finite(xp: Any, x: Any, name: str) -> Any:
+    """Raise if ``x`` holds NaN or infinity; inside a trace return the boolean check instead."""
+    ok = xp.all(xp.isfinite(x))
+    if is_traced(ok):
+        return ok
+    if not bool(ok):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return None
+
+
+def check_unit_columns(xp: Any, directions: Any, name: str) -> Any:
+    """Raise unless every column of ``directions`` has unit Euclidean norm (to dtype accuracy)."""
+    norms = xp.sqrt(xp.sum(directions * directions, axis=0))
+    tol = 1e-6 if directions.dtype == xp.float64 else 1e-3
+    ok = xp.all(xp.abs(norms - 1.0) <= tol)
+    if is_traced(ok):
+        return ok
+    if not bool(ok):
+        raise ValueError(
+            f"{name} must have unit-norm columns (normalise them, or use sample_directions)"
+        )
+    return None
+
+
+def poison(xp: Any, value: Any, *checks: Any) -> Any:
+    """Replace ``value`` by NaN where a deferred (traced) check failed."""
+    for ok in checks:
+        if ok is not None:
+            value = xp.where(ok, value, xp.asarray(float("nan"), dtype=value.dtype))
+    return value

@@ -1,0 +1,152 @@
+"""The LeJEPA objective: view prediction plus SIGReg on every view."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, NamedTuple
+
+from sigreg import _statistic
+from sigreg._namespace import device_of, pick_namespace, prepare_array
+from sigreg._validation import check_choice, check_finite, check_int, check_unit_columns, poison
+from sigreg.collective import reduce_sums
+from sigreg.directions import sample_directions
+from sigreg.sliced import _project
+
+PREDICTIONS = ("center", "pairwise")
+
+
+class LeJEPALoss(NamedTuple):
+    """The LeJEPA loss and its two parts (0-d arrays)."""
+
+    loss: Any
+    """``(1 - lamb) * prediction + lamb * sigreg``."""
+    prediction: Any
+    """The view-prediction (invariance) term."""
+    sigreg: Any
+    """SIGReg averaged over all views."""
+
+
+def _check_views(x: Any, name: str) -> None:
+    if x.ndim != 3:
+        raise ValueError(f"{name} must have shape (V, N, D), got {x.ndim} dimension(s)")
+    if x.shape[0] < 1:
+        raise ValueError(f"{name} must hold at least one view")
+
+
+def lejepa_loss(
+    global_views: Any,
+    local_views: Any = None,
+    /,
+    *,
+    lamb: float = 0.05,
+    num_slices: int = 1024,
+    seed: int = 0,
+    step: int = 0,
+    directions: Any = None,
+    prediction: str = "center",
+    t_max: float = 3.0,
+    n_points: int = 17,
+    collective: Any = None,
+    backend: Any = None,
+) -> LeJEPALoss:
+    """LeJEPA loss ``(1 - lamb) * prediction + lamb * mean_v SIGReg(z_v)``.
+
+    Parameters
+    ----------
+    global_views : array, shape (V_g, N, D)
+        Embeddings (projector outputs) of the ``V_g`` global views of ``N`` samples.
+    local_views : array, shape (V_l, N, D), optional
+        Embeddings of the local views.
+    lamb : float, default 0.05
+        Weight of SIGReg, in ``[0, 1]``.
+    num_slices : int, default 1024
+        Number of random directions (ignored when ``directions`` is given).
+    seed, step : int
+        Seed and step counter of the directions (see :func:`sigreg.sample_directions`);
+        every view of one step uses the same directions.
+    directions : array, shape (D, M), optional
+        Unit-norm directions to use instead of drawing them (e.g. inside ``jax.jit``).
+    prediction : {"center", "pairwise"}, default "center"
+        ``"center"`` (paper Eq. 6-7, the official code): every view predicts the mean
+        ``mu`` of the global views, ``mean_{v, n, d} (mu_{n,d} - z_{v,n,d})^2``.
+        ``"pairwise"`` (paper Eq. 5): every view predicts every global view,
+        ``mean_{g, v, n, d} (z_{g,n,d} - z_{v,n,d})^2``, which equals ``"center"`` plus the
+        spread of the global views around ``mu``. Both average over the embedding
+        dimension ``d`` like the official code (the paper's squared norm divided by ``D``),
+        so the paper's ``lamb`` carries over.
+    t_max, n_points, collective, backend
+        As in :func:`sigreg.epps_pulley`. With a collective both terms are those of the
+        global batch.
+
+    Returns
+    -------
+    LeJEPALoss
+        ``(loss, prediction, sigreg)``, 0-d arrays in the namespace, dtype and device of
+        ``global_views``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sigreg import lejepa_loss
+    >>> rng = np.random.default_rng(0)
+    >>> g = rng.standard_normal((2, 128, 16))
+    >>> loc = g[:1] + 0.1 * rng.standard_normal((1, 128, 16))
+    >>> out = lejepa_loss(g, loc, num_slices=64)
+    >>> bool(np.isclose(out.loss, 0.95 * out.prediction + 0.05 * out.sigreg))
+    True
+    """
+    xp = pick_namespace(global_views, "global_views", backend)
+    convert = backend is not None
+    g, out_dtype = prepare_array(global_views, "global_views", xp, convert_input=convert)
+    _check_views(g, "global_views")
+    views = g
+    if local_views is not None:
+        loc, _ = prepare_array(local_views, "local_views", xp, convert_input=convert)
+        _check_views(loc, "local_views")
+        if loc.shape[1:] != g.shape[1:]:
+            raise ValueError(
+                f"local_views has (N, D) = {loc.shape[1:]} but global_views has {g.shape[1:]}"
+            )
+        views = xp.concat([g, xp.astype(loc, g.dtype)], axis=0)
+    if isinstance(lamb, bool) or not isinstance(lamb, numbers.Real) or not 0.0 <= lamb <= 1.0:
+        raise ValueError(f"lamb must be a number in [0, 1], got {lamb!r}")
+    prediction = check_choice(prediction, "prediction", PREDICTIONS)
+    rule = _statistic.make_rule(
+        t_max=t_max, n_points=n_points, integration="trapezoid", debias=False,
+        collective=collective,
+    )
+    n_views, n, dim = views.shape
+    checks = [check_finite(xp, views, "global_views/local_views")]
+    if directions is None:
+        num_slices = check_int(num_slices, "num_slices", minimum=1)
+        directions = sample_directions(
+            dim, num_slices, seed=seed, step=step, backend=xp, dtype=g.dtype,
+            device=device_of(g),
+        )
+    else:
+        directions, _ = prepare_array(directions, "directions", xp, convert_input=convert)
+        if directions.ndim != 2 or directions.shape[0] != dim:
+            raise ValueError(f"directions must have shape ({dim}, M), got {directions.shape}")
+        directions = xp.astype(directions, g.dtype)
+        checks += [check_finite(xp, directions, "directions"),
+                   check_unit_columns(xp, directions, "directions")]
+
+    mu = xp.mean(g, axis=0)
+    center_sum = xp.sum((views - mu) ** 2)
+    spread_sum = xp.sum((g - mu) ** 2)
+    if collective is None:
+        count: Any = float(n)
+    else:
+        (sums,), total = reduce_sums(
+            collective, xp, [xp.stack([center_sum, spread_sum])], n
+        )
+        center_sum, spread_sum, count = sums[0], sums[1], total[0]
+    pred = center_sum / (n_views * count * dim)
+    if prediction == "pairwise":
+        pred = pred + spread_sum / (g.shape[0] * count * dim)
+
+    per_view, _ = _statistic.forward(xp, _project(xp, views, directions), rule, collective)
+    sig = xp.mean(per_view)
+    loss = (1.0 - lamb) * pred + lamb * sig
+    parts = [poison(xp, part, *checks) for part in (loss, pred, sig)]
+    return LeJEPALoss(*(p if p.dtype == out_dtype else xp.astype(p, out_dtype) for p in parts))
