@@ -7,7 +7,7 @@ framework is imported by ``import sigreg``.
 
 from sigreg.collective import Collective
 from sigreg.directions import sample_directions
-from sigreg.lejepa import LeJEPALoss, lejepa_loss
+from sigreg.lejepa import LeJEPALoss, lejepa_loss, lejepa_loss_vjp
 from sigreg.quadrature import null_expectation, trapezoid_rule
 from sigreg.sliced import sigreg, sliced_epps_pulley, sliced_epps_pulley_vjp
 from sigreg.univariate import epps_pulley, epps_pulley_vjp
@@ -18,6 +18,7 @@ __all__ = [
     "epps_pulley",
     "epps_pulley_vjp",
     "lejepa_loss",
+    "lejepa_loss_vjp",
     "null_expectation",
     "sample_directions",
     "sigreg",

@@ -40,9 +40,7 @@ def ecf_sums(xp: Any, z: Any, step: float, n_knots: int) -> tuple[Any, Any]:
     return xp.stack(cos_sums, axis=-1), xp.stack(sin_sums, axis=-1)
 
 
-def ecf_sums_pullback(
-    xp: Any, z: Any, step: float, grad_cos: Any, grad_sin: Any
-) -> Any:
+def ecf_sums_pullback(xp: Any, z: Any, step: float, grad_cos: Any, grad_sin: Any) -> Any:
     """Vector-Jacobian product of :func:`ecf_sums` with respect to ``z``.
 
     ``d cos_sum_k / d z_i = -t_k sin(t_k z_i)`` and ``d sin_sum_k / d z_i = t_k cos(t_k z_i)``.

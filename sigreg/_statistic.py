@@ -35,9 +35,7 @@ class Rule:
     phi: np.ndarray
 
 
-def make_rule(
-    *, t_max: Any, n_points: Any, integration: Any, debias: Any, collective: Any
-) -> Rule:
+def make_rule(*, t_max: Any, n_points: Any, integration: Any, debias: Any, collective: Any) -> Rule:
     """Validate the statistic options and build the :class:`Rule`."""
     t_max, n_points = check_quadrature(t_max, n_points)
     integration = check_choice(integration, "integration", INTEGRATIONS)

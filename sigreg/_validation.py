@@ -35,6 +35,16 @@ def check_quadrature(t_max: Any, n_points: Any) -> tuple[float, int]:
     return float(t_max), check_int(n_points, "n_points", minimum=2)
 
 
+def check_unit_interval(value: Any, name: str) -> float:
+    """Return ``value`` as ``float`` if it is a real number in ``[0, 1]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value
+
+
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     """Validate a string option."""
     if value not in choices:
@@ -53,9 +63,10 @@ def check_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     """Return ``axis`` normalised to ``0 <= axis < ndim``."""
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {axis!r}")
+    axis = int(axis)
     if not -ndim <= axis < ndim:
         raise ValueError(f"{name}={axis} is out of range for an array with {ndim} dimension(s)")
-    return int(axis) % ndim
+    return axis % ndim
 
 
 def check_sample_count(n: int, name: str, *, debias: bool) -> None:

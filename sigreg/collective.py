@@ -38,8 +38,7 @@ def check_collective(collective: Any) -> Any:
     """Validate the ``collective`` argument (``None`` or a :class:`Collective`)."""
     if collective is not None and not isinstance(collective, Collective):
         raise TypeError(
-            "collective must provide an all_reduce_sum(x) method, "
-            f"got {type(collective).__name__}"
+            f"collective must provide an all_reduce_sum(x) method, got {type(collective).__name__}"
         )
     return collective
 

@@ -42,17 +42,25 @@ def _reduce(xp: Any, values: Any, reduction: str) -> Any:
     return values
 
 
-def _setup(x, directions, reduction, t_max, n_points, integration, debias, collective, backend,
-           check_directions=True):
+def _setup(
+    x,
+    directions,
+    reduction,
+    t_max,
+    n_points,
+    integration,
+    debias,
+    collective,
+    backend,
+    check_directions=True,
+):
     xp = pick_namespace(x, "x", backend)
     convert = backend is not None
     x, out_dtype = prepare_array(x, "x", xp, convert_input=convert)
     _check_embeddings(x, "x")
     directions, _ = prepare_array(directions, "directions", xp, convert_input=convert)
     if directions.ndim != 2:
-        raise ValueError(
-            f"directions must have shape (K, M), got {directions.ndim} dimension(s)"
-        )
+        raise ValueError(f"directions must have shape (K, M), got {directions.ndim} dimension(s)")
     if directions.shape[0] != x.shape[-1]:
         raise ValueError(
             f"directions has {directions.shape[0]} rows but x has K={x.shape[-1]} features"
@@ -61,7 +69,10 @@ def _setup(x, directions, reduction, t_max, n_points, integration, debias, colle
         directions = xp.astype(directions, x.dtype)
     reduction = check_choice(reduction, "reduction", REDUCTIONS)
     rule = _statistic.make_rule(
-        t_max=t_max, n_points=n_points, integration=integration, debias=debias,
+        t_max=t_max,
+        n_points=n_points,
+        integration=integration,
+        debias=debias,
         collective=collective,
     )
     check_sample_count(x.shape[-2], "x", debias=rule.debias)
@@ -256,11 +267,24 @@ def sigreg(
     _check_embeddings(x, "x")
     num_slices = check_int(num_slices, "num_slices", minimum=1)
     directions = sample_directions(
-        x.shape[-1], num_slices, seed=seed, step=step, backend=xp, dtype=x.dtype,
+        x.shape[-1],
+        num_slices,
+        seed=seed,
+        step=step,
+        backend=xp,
+        dtype=x.dtype,
         device=device_of(x),
     )
     xp, x, directions, _, reduction, rule, checks = _setup(
-        x, directions, "mean", t_max, n_points, integration, debias, collective, None,
+        x,
+        directions,
+        "mean",
+        t_max,
+        n_points,
+        integration,
+        debias,
+        collective,
+        None,
         check_directions=False,
     )
     return _value(xp, x, directions, reduction, rule, collective, checks, out_dtype)

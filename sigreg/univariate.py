@@ -9,29 +9,6 @@ from sigreg import _statistic
 from sigreg._namespace import device_of, pick_namespace, prepare_array
 from sigreg._validation import check_axis, check_finite, check_flag, check_sample_count, poison
 
-_OPTIONS_DOC = """
-    axis : int, default 0
-        Axis holding the samples.
-    keepdims : bool, default False
-        Keep the reduced axis with length one.
-    t_max : float, default 3.0
-        Largest quadrature knot (trapezoid rule only).
-    n_points : int, default 17
-        Number of knots on ``[0, t_max]`` (trapezoid rule only).
-    integration : {"trapezoid", "exact"}, default "trapezoid"
-        ``"trapezoid"``: the official LeJEPA quadrature (33-node symmetric trapezoid on
-        ``[-3, 3]`` with the defaults). ``"exact"``: the untruncated integral in closed form
-        (a Gaussian-kernel pair sum, ``O(N^2)`` time, ``O(N)`` memory).
-    debias : bool, default False
-        Use the U-statistic (drop the ``j = k`` terms of ``|phi_hat|^2``): zero mean under
-        the null at every ``N``, and can be negative. Needs at least 2 samples.
-    collective : Collective, optional
-        Cross-rank reduction; the statistic is then that of the union of every rank's
-        samples (trapezoid rule only). See :mod:`sigreg.collective`.
-    backend : str or namespace, optional
-        Convert ``x`` to this namespace first ("numpy", "torch", "jax", "cupy",
-        "array_api_strict"); default: the namespace of ``x``."""
-
 
 def _setup(x, axis, keepdims, t_max, n_points, integration, debias, collective, backend):
     xp = pick_namespace(x, "x", backend)
@@ -41,7 +18,10 @@ def _setup(x, axis, keepdims, t_max, n_points, integration, debias, collective, 
     axis = check_axis(axis, x.ndim)
     check_flag(keepdims, "keepdims")
     rule = _statistic.make_rule(
-        t_max=t_max, n_points=n_points, integration=integration, debias=debias,
+        t_max=t_max,
+        n_points=n_points,
+        integration=integration,
+        debias=debias,
         collective=collective,
     )
     check_sample_count(x.shape[axis], "x", debias=rule.debias)
@@ -81,7 +61,27 @@ def epps_pulley(
         Real samples (numpy, torch, jax, cupy or array_api_strict). Integers and booleans
         are promoted to the default float; float16/bfloat16 are computed in float32 and
         the result cast back.
-    {options}
+    axis : int, default 0
+        Axis holding the samples.
+    keepdims : bool, default False
+        Keep the reduced axis with length one.
+    t_max : float, default 3.0
+        Largest quadrature knot (trapezoid rule only).
+    n_points : int, default 17
+        Number of knots on ``[0, t_max]`` (trapezoid rule only).
+    integration : {"trapezoid", "exact"}, default "trapezoid"
+        ``"trapezoid"``: the official LeJEPA quadrature (33-node symmetric trapezoid on
+        ``[-3, 3]`` with the defaults). ``"exact"``: the untruncated integral in closed form
+        (a Gaussian-kernel pair sum, ``O(N^2)`` time, ``O(N)`` memory).
+    debias : bool, default False
+        Use the U-statistic (drop the ``j = k`` terms of ``|phi_hat|^2``): zero mean under
+        the null at every ``N``, and can be negative. Needs at least 2 samples.
+    collective : Collective, optional
+        Cross-rank reduction; the statistic is then that of the union of every rank's
+        samples (trapezoid rule only). See :mod:`sigreg.collective`.
+    backend : str or namespace, optional
+        Convert ``x`` to this namespace first ("numpy", "torch", "jax", "cupy",
+        "array_api_strict"); default: the namespace of ``x``.
 
     Returns
     -------
@@ -135,7 +135,8 @@ def epps_pulley_vjp(
     ----------
     x : array
         Real samples, as for :func:`epps_pulley`.
-    {options}
+    axis, keepdims, t_max, n_points, integration, debias, collective, backend
+        As in :func:`epps_pulley`.
 
     Returns
     -------
@@ -172,9 +173,3 @@ def epps_pulley_vjp(
         return grad if grad.dtype == out_dtype else xp.astype(grad, out_dtype)
 
     return _finish(xp, value, axis, keepdims, out_dtype, ok), pullback
-
-
-epps_pulley.__doc__ = epps_pulley.__doc__.replace("{options}", _OPTIONS_DOC.strip("\n")[4:])
-epps_pulley_vjp.__doc__ = epps_pulley_vjp.__doc__.replace(
-    "{options}", _OPTIONS_DOC.strip("\n")[4:]
-)
