@@ -61,7 +61,7 @@ def exact_gradient(xp: Any, z: Any, *, debias: bool) -> Any:
     cols = xp.expand_dims(z, axis=-2)
     pieces = []
     for start in range(0, n, block):
-        rows = xp.expand_dims(z[..., start : start + block], axis=-1)
+        rows = xp.expand_dims(z[..., start : min(start + block, n)], axis=-1)
         d = rows - cols
         pieces.append(xp.sum(d * xp.exp(-0.5 * (d * d)), axis=-1))
     pair_term = pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=-1)

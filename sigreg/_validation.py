@@ -69,11 +69,15 @@ def check_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     return axis % ndim
 
 
-def check_sample_count(n: int, name: str, *, debias: bool) -> None:
-    """The sample axis must hold at least one sample (two for the U-statistic)."""
+def check_sample_count(n: int, name: str, *, debias: bool, distributed: bool) -> None:
+    """The sample axis must hold at least one sample (two for the U-statistic).
+
+    With a collective only the local count is known without communication, so the
+    U-statistic's two-sample minimum then applies to the global batch and is not checked.
+    """
     if n < 1:
         raise ValueError(f"{name} has an empty sample axis")
-    if debias and n < 2:
+    if debias and not distributed and n < 2:
         raise ValueError(f"{name} needs at least 2 samples along the sample axis when debias=True")
 
 

@@ -75,7 +75,7 @@ def _setup(
         debias=debias,
         collective=collective,
     )
-    check_sample_count(x.shape[-2], "x", debias=rule.debias)
+    check_sample_count(x.shape[-2], "x", debias=rule.debias, distributed=collective is not None)
     checks = [check_finite(xp, x, "x"), check_finite(xp, directions, "directions")]
     if check_directions:
         checks.append(check_unit_columns(xp, directions, "directions"))

@@ -24,7 +24,7 @@ def _setup(x, axis, keepdims, t_max, n_points, integration, debias, collective, 
         debias=debias,
         collective=collective,
     )
-    check_sample_count(x.shape[axis], "x", debias=rule.debias)
+    check_sample_count(x.shape[axis], "x", debias=rule.debias, distributed=collective is not None)
     ok = check_finite(xp, x, "x")
     return xp, xp.moveaxis(x, axis, -1), axis, out_dtype, rule, ok
 
@@ -75,7 +75,8 @@ def epps_pulley(
         (a Gaussian-kernel pair sum, ``O(N^2)`` time, ``O(N)`` memory).
     debias : bool, default False
         Use the U-statistic (drop the ``j = k`` terms of ``|phi_hat|^2``): zero mean under
-        the null at every ``N``, and can be negative. Needs at least 2 samples.
+        the null at every ``N``, and can be negative. Needs at least 2 samples (in the
+        global batch, with a collective).
     collective : Collective, optional
         Cross-rank reduction; the statistic is then that of the union of every rank's
         samples (trapezoid rule only). See :mod:`sigreg.collective`.
