@@ -2,7 +2,8 @@
 
 This is the engine behind every public function. It assumes validated, finite, float
 inputs and performs no host synchronisation, so backend adapters may call it directly
-inside compiled training steps.
+inside compiled training steps. ``make_rule``, ``forward`` and ``pullback`` (with
+``sigreg.sliced._project``) are the interface ``backends/`` builds on: keep them stable.
 """
 
 from __future__ import annotations

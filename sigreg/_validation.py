@@ -1,8 +1,9 @@
 """Argument checks that raise ``ValueError``/``TypeError`` naming the offending argument.
 
-Checks on array *values* (finiteness, unit norms) cannot raise inside a trace such as
-``jax.jit``; there they return a boolean array instead, and the caller turns the result
-into NaN with :func:`poison`.
+Checks on array *values* cannot raise inside a trace such as ``jax.jit``. There a
+non-finite input needs no check (NaN and infinity propagate into the statistic, and through
+a collective onto every rank), while the unit-norm check of the directions returns a
+boolean array that the caller turns into NaN with :func:`poison`.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def check_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     return axis % ndim
 
 
-def check_sample_count(n: int, name: str, *, debias: bool, distributed: bool) -> None:
+def check_sample_count(n: int, name: str, *, debias: bool, distributed: bool = False) -> None:
     """The sample axis must hold at least one sample (two for the U-statistic).
 
     With a collective only the local count is known without communication, so the
@@ -81,14 +82,13 @@ def check_sample_count(n: int, name: str, *, debias: bool, distributed: bool) ->
         raise ValueError(f"{name} needs at least 2 samples along the sample axis when debias=True")
 
 
-def check_finite(xp: Any, x: Any, name: str) -> Any:
-    """Raise if ``x`` holds NaN or infinity; inside a trace return the boolean check instead."""
-    ok = xp.all(xp.isfinite(x))
+def check_finite(xp: Any, x: Any, name: str) -> None:
+    """Raise if ``x`` holds NaN or infinity (inside a trace they propagate to the result)."""
+    ok = xp.all(xp.isfinite(x))  # under jax.jit even a constant's check is staged
     if is_traced(ok):
-        return ok
+        return
     if not bool(ok):
         raise ValueError(f"{name} contains NaN or infinity")
-    return None
 
 
 def check_unit_columns(xp: Any, directions: Any, name: str) -> Any:
@@ -106,8 +106,13 @@ def check_unit_columns(xp: Any, directions: Any, name: str) -> Any:
 
 
 def poison(xp: Any, value: Any, *checks: Any) -> Any:
-    """Replace ``value`` by NaN where a deferred (traced) check failed."""
+    """Make ``value`` NaN where a deferred (traced) check failed.
+
+    A multiplication rather than a ``where``, so that gradients flowing through the result
+    become NaN too instead of silently zero.
+    """
     for ok in checks:
         if ok is not None:
-            value = xp.where(ok, value, xp.asarray(float("nan"), dtype=value.dtype))
+            nan = xp.asarray(float("nan"), dtype=value.dtype)
+            value = value * xp.where(ok, xp.asarray(1.0, dtype=value.dtype), nan)
     return value

@@ -151,7 +151,8 @@ def _setup(
     convert = backend is not None
     g, out_dtype = prepare_array(global_views, "global_views", xp, convert_input=convert)
     _check_views(g, "global_views")
-    checks = [check_finite(xp, g, "global_views")]
+    check_finite(xp, g, "global_views")
+    checks = []
     views = g
     if local_views is not None:
         loc, _ = prepare_array(local_views, "local_views", xp, convert_input=convert)
@@ -160,7 +161,7 @@ def _setup(
             raise ValueError(
                 f"local_views has (N, D) = {loc.shape[1:]} but global_views has {g.shape[1:]}"
             )
-        checks.append(check_finite(xp, loc, "local_views"))
+        check_finite(xp, loc, "local_views")
         views = xp.concat([g, xp.astype(loc, g.dtype)], axis=0)
     lamb = check_unit_interval(lamb, "lamb")
     prediction = check_choice(prediction, "prediction", PREDICTIONS)
@@ -188,10 +189,8 @@ def _setup(
         if directions.ndim != 2 or directions.shape[0] != dim:
             raise ValueError(f"directions must have shape ({dim}, M), got {directions.shape}")
         directions = xp.astype(directions, g.dtype)
-        checks += [
-            check_finite(xp, directions, "directions"),
-            check_unit_columns(xp, directions, "directions"),
-        ]
+        check_finite(xp, directions, "directions")
+        checks.append(check_unit_columns(xp, directions, "directions"))
     return _State(
         xp, views, g.shape[0], directions, rule, checks, out_dtype, float(lamb), prediction
     )

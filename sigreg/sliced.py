@@ -76,9 +76,9 @@ def _setup(
         collective=collective,
     )
     check_sample_count(x.shape[-2], "x", debias=rule.debias, distributed=collective is not None)
-    checks = [check_finite(xp, x, "x"), check_finite(xp, directions, "directions")]
-    if check_directions:
-        checks.append(check_unit_columns(xp, directions, "directions"))
+    check_finite(xp, x, "x")
+    check_finite(xp, directions, "directions")
+    checks = [check_unit_columns(xp, directions, "directions")] if check_directions else []
     return xp, x, directions, out_dtype, reduction, rule, checks
 
 

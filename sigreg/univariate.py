@@ -7,7 +7,7 @@ from typing import Any
 
 from sigreg import _statistic
 from sigreg._namespace import device_of, pick_namespace, prepare_array
-from sigreg._validation import check_axis, check_finite, check_flag, check_sample_count, poison
+from sigreg._validation import check_axis, check_finite, check_flag, check_sample_count
 
 
 def _setup(x, axis, keepdims, t_max, n_points, integration, debias, collective, backend):
@@ -25,12 +25,11 @@ def _setup(x, axis, keepdims, t_max, n_points, integration, debias, collective, 
         collective=collective,
     )
     check_sample_count(x.shape[axis], "x", debias=rule.debias, distributed=collective is not None)
-    ok = check_finite(xp, x, "x")
-    return xp, xp.moveaxis(x, axis, -1), axis, out_dtype, rule, ok
+    check_finite(xp, x, "x")
+    return xp, xp.moveaxis(x, axis, -1), axis, out_dtype, rule
 
 
-def _finish(xp, value, axis, keepdims, out_dtype, ok):
-    value = poison(xp, value, ok)
+def _finish(xp, value, axis, keepdims, out_dtype):
     if keepdims:
         value = xp.expand_dims(value, axis=axis)
     return value if value.dtype == out_dtype else xp.astype(value, out_dtype)
@@ -107,11 +106,11 @@ def epps_pulley(
     >>> float(epps_pulley(x + 1.0)) > 50.0  # a shifted sample is far from N(0, 1)
     True
     """
-    xp, z, axis, out_dtype, rule, ok = _setup(
+    xp, z, axis, out_dtype, rule = _setup(
         x, axis, keepdims, t_max, n_points, integration, debias, collective, backend
     )
     value, _ = _statistic.forward(xp, z, rule, collective)
-    return _finish(xp, value, axis, keepdims, out_dtype, ok)
+    return _finish(xp, value, axis, keepdims, out_dtype)
 
 
 def epps_pulley_vjp(
@@ -158,7 +157,7 @@ def epps_pulley_vjp(
     >>> grad.shape
     (64,)
     """
-    xp, z, axis, out_dtype, rule, ok = _setup(
+    xp, z, axis, out_dtype, rule = _setup(
         x, axis, keepdims, t_max, n_points, integration, debias, collective, backend
     )
     value, residual = _statistic.forward(xp, z, rule, collective)
@@ -170,7 +169,7 @@ def epps_pulley_vjp(
             g = xp.squeeze(g, axis=axis)
         g = xp.broadcast_to(g, stat_shape)
         grad = _statistic.pullback(xp, z, rule, residual, g)
-        grad = xp.moveaxis(poison(xp, grad, ok), -1, axis)
+        grad = xp.moveaxis(grad, -1, axis)
         return grad if grad.dtype == out_dtype else xp.astype(grad, out_dtype)
 
-    return _finish(xp, value, axis, keepdims, out_dtype, ok), pullback
+    return _finish(xp, value, axis, keepdims, out_dtype), pullback
