@@ -65,6 +65,51 @@ def _constants(xp: Any, rule: Rule, like: Any) -> tuple[Any, Any]:
     )
 
 
+def statistic_from_sums(
+    xp: Any, cos_sums: Any, sin_sums: Any, count: Any, weights: Any, phi: Any, *, debias: bool
+) -> tuple[Any, Any, Any]:
+    """The quadrature statistic from characteristic-function sums over ``count`` samples.
+
+    Parameters
+    ----------
+    xp : namespace
+        Array namespace.
+    cos_sums, sin_sums : array, shape (..., n_knots)
+        Sums of ``cos(t_k z_j)`` and ``sin(t_k z_j)`` over the samples.
+    count : float or 0-d array
+        Number of samples behind the sums.
+    weights, phi : array, shape (n_knots,)
+        Quadrature weights and ``exp(-t_k^2 / 2)`` of the knots ``t_k > 0``.
+    debias : bool
+        Use the U-statistic.
+
+    Returns
+    -------
+    values : array, shape (...)
+    c, s : array, shape (..., n_knots)
+        The ECF means, the residuals :func:`sums_cotangent` needs.
+    """
+    c, s = cos_sums / count, sin_sums / count
+    err = (c - phi) ** 2 + s * s
+    if debias:
+        # U-statistic: |phi_hat|^2 -> (N |phi_hat|^2 - 1) / (N - 1)
+        err = err - (1.0 - c * c - s * s) / (count - 1.0)
+    return count * xp.sum(err * weights, axis=-1), c, s
+
+
+def sums_cotangent(
+    xp: Any, c: Any, s: Any, count: Any, weights: Any, phi: Any, cotangent: Any, *, debias: bool
+) -> tuple[Any, Any]:
+    """Cotangents of the cosine and sine sums, given the cotangent of the statistic.
+
+    ``dT/d(cos_sum_k) = 2 W_k (C_k - phi_k)`` and ``dT/d(sin_sum_k) = 2 W_k S_k`` (the
+    U-statistic scales ``C`` and ``S`` by ``1 + 1/(N - 1)``); ``cotangent`` has shape ``(...)``.
+    """
+    factor = 1.0 + 1.0 / (count - 1.0) if debias else 1.0
+    scale = 2.0 * weights * xp.expand_dims(cotangent, axis=-1)
+    return scale * (c * factor - phi), scale * (s * factor)
+
+
 def forward(xp: Any, z: Any, rule: Rule, collective: Any = None) -> tuple[Any, Any]:
     """Statistic over the last axis of ``z`` and the residuals its pullback needs.
 
@@ -80,16 +125,13 @@ def forward(xp: Any, z: Any, rule: Rule, collective: Any = None) -> tuple[Any, A
     if collective is None:
         count: Any = float(z.shape[-1])
     else:
-        (cos_sums, sin_sums), count = reduce_sums(collective, xp, [cos_sums, sin_sums], z.shape[-1])
+        (cos_sums, sin_sums), total = reduce_sums(collective, xp, [cos_sums, sin_sums], z.shape[-1])
+        count = xp.reshape(total, (-1,))[0]
     weights, phi = _constants(xp, rule, z)
-    c, s = cos_sums / count, sin_sums / count
-    err = (c - phi) ** 2 + s * s
-    if rule.debias:
-        # U-statistic: |phi_hat|^2 -> (N |phi_hat|^2 - 1) / (N - 1)
-        err = err - (1.0 - c * c - s * s) / (count - 1.0)
-    total = xp.sum(err * weights, axis=-1)
-    scale = count if collective is None else count[..., 0]
-    return scale * total, (c, s, count)
+    value, c, s = statistic_from_sums(
+        xp, cos_sums, sin_sums, count, weights, phi, debias=rule.debias
+    )
+    return value, (c, s, count)
 
 
 def pullback(xp: Any, z: Any, rule: Rule, residual: Any, cotangent: Any) -> Any:
@@ -98,12 +140,11 @@ def pullback(xp: Any, z: Any, rule: Rule, residual: Any, cotangent: Any) -> Any:
     ``cotangent`` has the shape of the statistic (``z.shape[:-1]``). With a collective the
     result is the derivative of the *global* statistic with respect to the local samples.
     """
-    g = xp.expand_dims(cotangent, axis=-1)
     if rule.integration == "exact":
-        return g * exact_gradient(xp, z, debias=rule.debias)
+        return xp.expand_dims(cotangent, axis=-1) * exact_gradient(xp, z, debias=rule.debias)
     c, s, count = residual
     weights, phi = _constants(xp, rule, z)
-    factor = 1.0 + 1.0 / (count - 1.0) if rule.debias else 1.0
-    scale = 2.0 * weights * g
-    # dT/d(cos_sum_k) = 2 W_k (C_k - phi_k), dT/d(sin_sum_k) = 2 W_k S_k (+ U-statistic terms)
-    return ecf_sums_pullback(xp, z, rule.step, scale * (c * factor - phi), scale * (s * factor))
+    grad_cos, grad_sin = sums_cotangent(
+        xp, c, s, count, weights, phi, cotangent, debias=rule.debias
+    )
+    return ecf_sums_pullback(xp, z, rule.step, grad_cos, grad_sin)

@@ -11,6 +11,7 @@ The workers (torch_ddp_worker.py) run once per session; results come back throug
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pathlib
 import socket
@@ -77,8 +78,24 @@ def _launch(out: pathlib.Path, mode: str) -> list:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    """Launch the two eager ranks once per session."""
-    return _launch(tmp_path_factory.mktemp("torch_ddp"), "eager")
+    """Launch the two eager ranks once per test session, also under pytest-xdist: the
+    workers share the session's temporary root, and the first one to take the lock runs the
+    job while the others wait and read its results."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the directory shared by the workers of this session
+    out = base / "torch_ddp_eager"
+    out.mkdir(exist_ok=True)
+    with open(base / "torch_ddp_eager.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if (out / "done").exists():
+                return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
+            results = _launch(out, "eager")
+            (out / "done").touch()
+            return results
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _full_data():
