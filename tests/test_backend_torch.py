@@ -413,3 +413,18 @@ def test_public_symbols_documented():
         obj = getattr(bt, name)
         if callable(obj):
             assert obj.__doc__ and "Parameters" in obj.__doc__ or name == "LeJEPALossParts", name
+
+
+@pytest.mark.slow  # inductor compiles two kernels: ~1-2 minutes on a small CPU
+def test_fused_kernels_match_eager():
+    from backends.torch import sliced_epps_pulley
+
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(96, 12, dtype=torch.float64, generator=gen, requires_grad=True)
+    a = sigreg.sample_directions(12, 40, seed=2, backend="torch", dtype=torch.float64)
+    fused = sliced_epps_pulley(x, a, chunk_size=16, fused=True)
+    (grad_fused,) = torch.autograd.grad(fused, x)
+    eager = sliced_epps_pulley(x, a, chunk_size=16)
+    (grad_eager,) = torch.autograd.grad(eager, x)
+    torch.testing.assert_close(fused, eager, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_fused, grad_eager, rtol=1e-10, atol=1e-12)

@@ -1,0 +1,15 @@
+"""LeJEPA training built on sigreg.
+
+Framework-free modules, meant to be shared by every trainer (PyTorch now, JAX and CuPy
+later): :mod:`trainers.config` (options, YAML, overrides, ``--help``),
+:mod:`trainers.datasets` (NumPy image datasets and splits), :mod:`trainers.sampler`
+(seeded, rank-sharded epochs), :mod:`trainers.schedule` (warm-up + cosine),
+:mod:`trainers.metrics` (``metrics.jsonl``, k-NN, spectra), :mod:`trainers.linear_eval`
+(linear evaluation), :mod:`trainers.plots` (PNG plots) and :mod:`trainers.rundir` (atomic
+writes, checkpoint names, provenance).
+
+PyTorch modules: :mod:`trainers.torch_ddp` (the trainer, ``python -m trainers.torch_ddp``),
+:mod:`trainers.eval_linear` (``python -m trainers.eval_linear``), :mod:`trainers.augment`
+(multi-crop on the device), :mod:`trainers.models`, :mod:`trainers.distributed`,
+:mod:`trainers.features` and :mod:`trainers.checkpoint`.
+"""

@@ -1,0 +1,260 @@
+"""In-memory image datasets as NumPy arrays, split deterministically into train and test.
+
+Framework-free, shared by every trainer. Images are ``float32`` arrays of shape
+``(N, C, H, W)`` with values in ``[0, 1]``; labels are ``int64`` arrays ``(N,)`` or ``None``
+for unlabelled data. Sources (``data.name``):
+
+* ``digits``: scikit-learn's ``load_digits`` (1797 grey 8x8 images, 10 classes), shipped
+  with the package, so it works offline.
+* ``imagefolder:PATH``: image files (png, jpg, jpeg, bmp, gif, webp, tif, tiff) either in
+  class sub-folders of ``PATH`` (labels = sorted folder names) or directly in ``PATH``
+  (unlabelled). Greyscale if every image is, else RGB.
+* ``npz:PATH``: an ``.npz`` file with ``images`` of shape ``(N, H, W)`` or ``(N, H, W, C)``
+  (``C`` in 1, 3; ``uint8`` in 0..255 or floats in ``[0, 1]``) and optional ``labels``
+  ``(N,)`` integers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageDataset", "load_dataset", "split_indices"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """Train and test splits of an image dataset.
+
+    Attributes
+    ----------
+    train_images, test_images : numpy.ndarray, shape (N, C, H, W)
+        ``float32`` in ``[0, 1]``.
+    train_labels, test_labels : numpy.ndarray, shape (N,), or None
+        ``int64`` class indices; ``None`` for unlabelled data.
+    num_classes : int
+        Number of classes (0 when unlabelled).
+    """
+
+    train_images: np.ndarray
+    train_labels: np.ndarray | None
+    test_images: np.ndarray
+    test_labels: np.ndarray | None
+    num_classes: int
+
+    @property
+    def channels(self) -> int:
+        """Number of image channels ``C``."""
+        return int(self.train_images.shape[1])
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the dataset has labels."""
+        return self.train_labels is not None
+
+    def channel_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and standard deviation of the training images (``float32``)."""
+        mean = self.train_images.mean(axis=(0, 2, 3), dtype=np.float64)
+        std = self.train_images.std(axis=(0, 2, 3), dtype=np.float64)
+        return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+
+
+def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic shuffled split of ``range(n)`` into sorted train and test indices.
+
+    Parameters
+    ----------
+    n : int
+        Number of samples.
+    test_fraction : float
+        Fraction in ``(0, 1)`` of the samples that go to the test split (rounded, at least
+        one sample in each split).
+    seed : int
+        Seed of the permutation.
+
+    Returns
+    -------
+    train, test : numpy.ndarray
+        Sorted ``int64`` indices.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two samples.
+    """
+    if n < 2:
+        raise ValueError(f"a dataset needs at least 2 samples to split, got {n}")
+    n_test = min(max(int(round(test_fraction * n)), 1), n - 1)
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray, int]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[:, None]
+    return images, digits.target.astype(np.int64), 10
+
+
+def _to_float_nchw(images: np.ndarray, source: str) -> np.ndarray:
+    """``(N, H, W)`` or ``(N, H, W, C)`` uint8/float images as float32 ``(N, C, H, W)``."""
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(
+            f"{source}: images must have shape (N, H, W) or (N, H, W, C) with "
+            f"C in (1, 3), got {images.shape}"
+        )
+    if images.dtype == np.uint8:
+        out = images.astype(np.float32) / 255.0
+    elif np.issubdtype(images.dtype, np.floating):
+        out = images.astype(np.float32)
+        if not np.all(np.isfinite(out)) or out.min() < 0.0 or out.max() > 1.0:
+            raise ValueError(f"{source}: float images must be finite and lie in [0, 1]")
+    else:
+        raise TypeError(f"{source}: images must be uint8 or floating, got {images.dtype}")
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+def _check_labels(labels: np.ndarray, n: int, source: str) -> tuple[np.ndarray, int]:
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{source}: labels must be integers of shape ({n},), got {labels.dtype} {labels.shape}"
+        )
+    if n and labels.min() < 0:
+        raise ValueError(f"{source}: labels must be >= 0")
+    return labels.astype(np.int64), int(labels.max()) + 1 if n else 0
+
+
+def _npz(path: str) -> tuple[np.ndarray, np.ndarray | None, int]:
+    source = f"npz:{path}"
+    with np.load(path, allow_pickle=False) as data:
+        if "images" not in data:
+            raise ValueError(f"{source}: no array named 'images' (found {sorted(data.files)})")
+        images = _to_float_nchw(data["images"], source)
+        if "labels" not in data:
+            return images, None, 0
+        labels, num_classes = _check_labels(data["labels"], len(images), source)
+    return images, labels, num_classes
+
+
+def _read_image(path: str, size: int | None, grey: bool) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img = img.convert("L" if grey else "RGB")
+        if size is not None:
+            scale = size / min(img.size)
+            new = (max(size, round(img.size[0] * scale)), max(size, round(img.size[1] * scale)))
+            img = img.resize(new, Image.BILINEAR)
+            left, top = (new[0] - size) // 2, (new[1] - size) // 2
+            img = img.crop((left, top, left + size, top + size))
+        return np.asarray(img, dtype=np.uint8)
+
+
+def _imagefolder(path: str, size: int | None) -> tuple[np.ndarray, np.ndarray | None, int]:
+    from PIL import Image
+
+    source = f"imagefolder:{path}"
+    if not os.path.isdir(path):
+        raise ValueError(f"{source}: not a directory")
+
+    def images_in(folder: str) -> list[str]:
+        return sorted(
+            os.path.join(folder, f)
+            for f in os.listdir(folder)
+            if f.lower().endswith(IMAGE_EXTENSIONS)
+        )
+
+    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    loose = images_in(path)
+    if classes and loose:
+        raise ValueError(
+            f"{source}: holds both images and sub-folders; use class "
+            "sub-folders only (labelled) or images only (unlabelled)"
+        )
+    if classes:
+        files, labels = [], []
+        for index, name in enumerate(classes):
+            found = images_in(os.path.join(path, name))
+            files += found
+            labels += [index] * len(found)
+        label_array: np.ndarray | None = np.asarray(labels, dtype=np.int64)
+    else:
+        files, label_array = loose, None
+    if not files:
+        raise ValueError(f"{source}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    modes = set()
+    for f in files:
+        with Image.open(f) as img:
+            modes.add(img.mode)
+    grey = modes <= {"1", "L", "I;16", "I"}
+    arrays = [_read_image(f, size, grey) for f in files]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"{source}: images differ in size ({len(shapes)} shapes); set "
+            "data.image_size to resize them"
+        )
+    images = _to_float_nchw(np.stack(arrays), source)
+    return images, label_array, len(classes)
+
+
+def load_dataset(
+    name: str, *, test_fraction: float, split_seed: int, image_size: int | None = None
+) -> ImageDataset:
+    """Load ``name`` (see the module docstring) and split it into train and test.
+
+    Parameters
+    ----------
+    name : str
+        ``"digits"``, ``"imagefolder:PATH"`` or ``"npz:PATH"``.
+    test_fraction : float
+        Fraction of the samples in the test split.
+    split_seed : int
+        Seed of the split (:func:`split_indices`).
+    image_size : int, optional
+        ``imagefolder`` only: square size every image is resized and centre-cropped to.
+
+    Returns
+    -------
+    ImageDataset
+
+    Raises
+    ------
+    ValueError
+        Unknown source, missing path, malformed arrays, ``image_size`` with a source other
+        than ``imagefolder``.
+    TypeError
+        Images of an unsupported dtype.
+    """
+    kind, sep, path = name.partition(":")
+    if kind in ("imagefolder", "npz") and (not sep or not path):
+        raise ValueError(f"data.name {name!r} needs a path: '{kind}:PATH'")
+    if image_size is not None and kind != "imagefolder":
+        raise ValueError(
+            f"data.image_size applies to imagefolder data only, got data.name {name!r}"
+        )
+    if kind == "digits" and not sep:
+        images, labels, num_classes = _digits()
+    elif kind == "npz":
+        images, labels, num_classes = _npz(os.path.expanduser(path))
+    elif kind == "imagefolder":
+        images, labels, num_classes = _imagefolder(os.path.expanduser(path), image_size)
+    else:
+        raise ValueError(
+            f"data.name must be 'digits', 'imagefolder:PATH' or 'npz:PATH', got {name!r}"
+        )
+    train, test = split_indices(len(images), test_fraction, split_seed)
+    return ImageDataset(
+        train_images=images[train],
+        train_labels=None if labels is None else labels[train],
+        test_images=images[test],
+        test_labels=None if labels is None else labels[test],
+        num_classes=num_classes,
+    )

@@ -1,0 +1,134 @@
+"""The run directory: atomic file writes, checkpoint names, config and provenance files.
+
+Framework-free, shared by every trainer. Layout of a run directory::
+
+    config.yaml          the resolved configuration
+    run_info.json        git SHA, command line, world size, library versions
+    metrics.jsonl        training and evaluation records (trainers.metrics)
+    ckpt_00000042.pt     checkpoints, named by optimiser step
+    *.png                plots (trainers.plots)
+
+Every file that a crash must not leave half-written goes through :func:`atomic_write`: a
+temporary file in the same directory, flushed and fsynced, then ``os.replace``-d over the
+target, and the directory fsynced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping
+from typing import IO, Any
+
+import yaml
+
+__all__ = [
+    "atomic_write",
+    "atomic_write_text",
+    "checkpoint_path",
+    "git_sha",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "prune_checkpoints",
+    "write_config",
+    "write_run_info",
+]
+
+_CKPT = re.compile(r"^ckpt_(\d{8})\.pt$")
+
+
+def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
+    """Create or replace ``path`` atomically with the bytes that ``write(fh)`` writes.
+
+    Parameters
+    ----------
+    path : str
+        Target file.
+    write : callable
+        Called with a binary file object open on a temporary file in the same directory.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """:func:`atomic_write` of UTF-8 text."""
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def checkpoint_path(run_dir: str, step: int) -> str:
+    """Path of the checkpoint taken after optimiser step ``step``."""
+    return os.path.join(run_dir, f"ckpt_{step:08d}.pt")
+
+
+def list_checkpoints(run_dir: str) -> list[tuple[int, str]]:
+    """``(step, path)`` of the checkpoints in ``run_dir``, oldest first (temp files ignored)."""
+    if not os.path.isdir(run_dir):
+        return []
+    found = []
+    for name in os.listdir(run_dir):
+        match = _CKPT.match(name)
+        if match:
+            found.append((int(match.group(1)), os.path.join(run_dir, name)))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str) -> str | None:
+    """Path of the checkpoint with the highest step in ``run_dir``, or ``None``."""
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def prune_checkpoints(run_dir: str, keep: int) -> None:
+    """Delete all but the ``keep`` most recent checkpoints."""
+    for _, path in list_checkpoints(run_dir)[:-keep]:
+        os.unlink(path)
+
+
+def git_sha(path: str) -> str:
+    """``git rev-parse HEAD`` of the repository holding ``path`` (``+dirty`` if modified),
+    or ``"unknown"`` outside a git checkout."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=path, capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
+def write_config(run_dir: str, config: Mapping[str, Any]) -> None:
+    """Write the resolved configuration (nested plain dict) to ``run_dir/config.yaml``."""
+    atomic_write_text(
+        os.path.join(run_dir, "config.yaml"), yaml.safe_dump(dict(config), sort_keys=False)
+    )
+
+
+def write_run_info(run_dir: str, info: Mapping[str, Any]) -> None:
+    """Write ``info`` (git SHA, command line, ...) to ``run_dir/run_info.json``."""
+    atomic_write_text(
+        os.path.join(run_dir, "run_info.json"), json.dumps(dict(info), indent=2) + "\n"
+    )

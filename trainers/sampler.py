@@ -1,0 +1,80 @@
+"""Distributed sampling: a fresh seeded shuffle every epoch, sharded over the ranks.
+
+Framework-free, shared by every trainer. The permutation of epoch ``e`` is drawn from
+``numpy.random.default_rng([seed, e])``, so it is the same on every rank and after a resume;
+each global batch of ``batch_size * world_size`` consecutive indices is split into one
+``batch_size`` slice per rank. The last incomplete global batch is dropped, so every rank
+takes the same number of steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+__all__ = ["EpochSampler"]
+
+
+class EpochSampler:
+    """Per-rank batches of sample indices for any epoch, from any position.
+
+    Parameters
+    ----------
+    num_samples : int
+        Size of the dataset.
+    batch_size : int
+        Samples per rank and batch.
+    rank, world_size : int
+        This process and the number of processes.
+    seed : int
+        Seed of the per-epoch shuffles.
+
+    Raises
+    ------
+    ValueError
+        A global batch larger than the dataset, or a rank outside ``[0, world_size)``.
+    """
+
+    def __init__(
+        self, num_samples: int, batch_size: int, *, rank: int, world_size: int, seed: int
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size * world_size > num_samples:
+            raise ValueError(
+                f"the global batch ({batch_size} per rank x {world_size} ranks) exceeds the "
+                f"{num_samples} training samples; lower optim.batch_size"
+            )
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Number of batches (steps) in every epoch."""
+        return self.num_samples // (self.batch_size * self.world_size)
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[np.ndarray]:
+        """This rank's batches of epoch ``epoch``, beginning with batch number ``start``.
+
+        Parameters
+        ----------
+        epoch : int
+            Epoch number (selects the shuffle).
+        start : int, default 0
+            Batches of the epoch already consumed (a resumed position).
+
+        Yields
+        ------
+        numpy.ndarray
+            ``int64`` indices, shape ``(batch_size,)``.
+        """
+        if not 0 <= start <= self.batches_per_epoch:
+            raise ValueError(f"start must be in [0, {self.batches_per_epoch}], got {start}")
+        perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+        used = self.batches_per_epoch * self.batch_size * self.world_size
+        grid = perm[:used].reshape(self.batches_per_epoch, self.world_size, self.batch_size)
+        for index in range(start, self.batches_per_epoch):
+            yield grid[index, self.rank].astype(np.int64)

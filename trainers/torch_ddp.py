@@ -1,0 +1,608 @@
+"""LeJEPA pretraining with PyTorch on one process or many (DistributedDataParallel).
+
+Usage::
+
+    python -m trainers.torch_ddp [--config run.yaml] [--resume auto|CKPT] [section.option=value ...]
+    torchrun --nproc_per_node=N -m trainers.torch_ddp [same arguments]
+
+Started without torchrun it trains in one process; under torchrun every process joins the
+default process group (NCCL on CUDA, gloo on CPU, multi-node through torchrun's usual
+``--nnodes``/``--rdzv-*`` flags) and the LeJEPA loss reduces over the global batch through
+``backends.torch.TorchDistributedCollective``. ``python -m trainers.torch_ddp --help`` lists
+every option.
+
+One optimiser step: the rank's batch indices (:mod:`trainers.sampler`) select images that
+live on the device; :class:`trainers.augment.MultiCrop` makes the global and local views in
+batched tensor ops; the network (:class:`trainers.models.LeJEPANet`) embeds them; the loss is
+``LeJEPALoss(global, local).loss`` plus the online probe's cross-entropy on detached
+features. Every step checks, across all ranks, that the loss is finite; if not, every rank
+stops, the last good checkpoint stays, and the process exits with status 3.
+
+Run directory (``run.dir``): ``config.yaml``, ``run_info.json`` (git SHA), ``metrics.jsonl``,
+``ckpt_*.pt`` and, at the end, ``loss.png``, ``accuracy.png`` and ``spectrum.png``. The
+run directory must be shared by all nodes for checkpoints and ``--resume``.
+
+Exit status: 0 done, 2 bad configuration or arguments, 3 non-finite loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import random
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backends.torch import LeJEPALoss, TorchDistributedCollective
+from trainers import rundir
+from trainers.augment import MultiCrop
+from trainers.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from trainers.config import (
+    TrainConfig,
+    config_from_dict,
+    config_parser,
+    config_to_dict,
+    diff_configs,
+    load_config,
+)
+from trainers.datasets import load_dataset
+from trainers.distributed import DistEnv, any_rank, gather_objects, setup, shutdown
+from trainers.features import extract
+from trainers.metrics import (
+    MetricsLog,
+    covariance_spectrum,
+    effective_rank,
+    knn_accuracy,
+    read_metrics,
+)
+from trainers.models import LeJEPANet, build_backbone
+from trainers.plots import plot_accuracy, plot_losses, plot_spectrum
+from trainers.sampler import EpochSampler
+from trainers.schedule import warmup_cosine
+
+__all__ = ["NonFiniteLoss", "Trainer", "configure_torch", "main"]
+
+RESUMABLE_CHANGES = frozenset(
+    {
+        "run.dir",
+        "run.progress",
+        "run.threads",
+        "run.log_every_steps",
+        "eval.batch_size",
+        "debug.nan_at_step",
+        "debug.nan_rank",
+    }
+)
+"""Options that may differ between a checkpoint's configuration and the resuming command."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss of an optimiser step was NaN or infinite on at least one rank."""
+
+
+def _seed(*parts: int) -> int:
+    """A 32-bit seed derived from integers (``numpy.random.SeedSequence``)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _param_groups(net: LeJEPANet, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases, norm weights and the backbone's declared
+    ``no_weight_decay()`` parameters (e.g. ViT position embeddings)."""
+    skip = getattr(net.backbone, "no_weight_decay", lambda: set())()
+    decay, no_decay = [], []
+    for name, param in net.named_parameters():
+        if param.ndim <= 1 or name.removeprefix("backbone.") in skip:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+class Trainer:
+    """Everything of one training run: data, network, loss, optimiser, state, logs.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        The resolved configuration.
+    env : DistEnv
+        This process's rank and device (:func:`trainers.distributed.setup`).
+    resume : str, optional
+        ``"auto"`` (latest checkpoint in ``run.dir``, or a fresh start if there is none) or
+        the path of a checkpoint in ``run.dir``.
+    argv : list of str
+        The command line, recorded in ``run_info.json``.
+
+    Raises
+    ------
+    ValueError
+        A batch size that does not divide, a run directory that already holds checkpoints
+        (without ``resume``), a checkpoint from another configuration or world size.
+    """
+
+    def __init__(self, cfg: TrainConfig, env: DistEnv, *, resume: str | None, argv: list[str]):
+        self.cfg, self.env = cfg, env
+        o, v = cfg.optim, cfg.views
+        per_rank, rem = divmod(o.batch_size, env.world_size * o.accum_steps)
+        if rem or per_rank == 0:
+            raise ValueError(
+                f"optim.batch_size ({o.batch_size}) must be a positive multiple of "
+                f"world size x optim.accum_steps ({env.world_size} x "
+                f"{o.accum_steps})"
+            )
+        checkpoint = self._find_checkpoint(resume)
+
+        data = load_dataset(
+            cfg.data.name,
+            test_fraction=cfg.data.test_fraction,
+            split_seed=cfg.data.split_seed,
+            image_size=cfg.data.image_size,
+        )
+        self.data = data
+        dev = env.device
+        self.train_images = torch.from_numpy(data.train_images).to(dev)
+        self.test_images = torch.from_numpy(data.test_images).to(dev)
+        self.train_labels = (
+            None if data.train_labels is None else torch.from_numpy(data.train_labels).to(dev)
+        )
+        mean, std = data.channel_stats()
+        self.multicrop = MultiCrop(v, cfg.augment, mean=mean, std=std)
+        self.sampler = EpochSampler(
+            len(data.train_images),
+            per_rank * o.accum_steps,
+            rank=env.rank,
+            world_size=env.world_size,
+            seed=cfg.run.seed,
+        )
+        self.steps_per_epoch = self.sampler.batches_per_epoch
+        self.total_steps = o.epochs * self.steps_per_epoch
+
+        torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
+        backbone = build_backbone(
+            cfg.model.backbone,
+            in_chans=data.channels,
+            img_size=v.global_size,
+            width=cfg.model.width,
+            timm_kwargs=cfg.model.timm_kwargs,
+        )
+        self.net = LeJEPANet(backbone, cfg.model.projector_dims, data.num_classes).to(dev)
+        self.model: torch.nn.Module = self.net
+        if env.distributed:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[dev] if dev.type == "cuda" else None
+            )
+        self.loss_fn = LeJEPALoss(
+            cfg.loss.lamb,
+            cfg.loss.num_slices,
+            cfg.run.seed,
+            cfg.loss.prediction,
+            TorchDistributedCollective() if env.distributed else None,
+        ).to(dev)
+        self.optimizer = torch.optim.AdamW(_param_groups(self.net, o.weight_decay), lr=o.lr)
+        warmup = round(o.warmup_epochs * self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: warmup_cosine(
+                s, total_steps=self.total_steps, warmup_steps=warmup, final_ratio=o.final_lr_ratio
+            ),
+        )
+        self.amp_dtype = _autocast_dtype(cfg.run.precision, dev)
+        self.scaler = torch.amp.GradScaler(dev.type, enabled=self.amp_dtype == torch.float16)
+        self.generator = torch.Generator(device=dev)
+
+        self.epoch = self.batch_in_epoch = self.step = 0
+        self.train_time = 0.0
+        self.metrics = MetricsLog(os.path.join(cfg.run.dir, "metrics.jsonl"))
+        # the global RNGs are not used by this trainer's own randomness (explicit seeds and
+        # generators); they are seeded per rank for any library code that draws from them
+        torch.manual_seed(_seed(cfg.run.seed, env.rank, 1))
+        np.random.seed(_seed(cfg.run.seed, env.rank, 2))  # noqa: NPY002
+        random.seed(_seed(cfg.run.seed, env.rank, 3))
+        if checkpoint is None:
+            self._start_run(argv)
+        else:
+            self._restore(checkpoint)
+
+    # --------------------------------------------------------------------- state
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.env.device.type, dtype=self.amp_dtype)
+
+    def _find_checkpoint(self, resume: str | None) -> str | None:
+        """The checkpoint to resume from (rank 0 decides for all), or None for a new run."""
+        run_dir = self.cfg.run.dir
+        latest = rundir.latest_checkpoint(run_dir) if self.env.is_main else None
+        latest = gather_objects(latest, self.env)[0]
+        if resume == "auto":
+            return latest
+        if resume is None and latest is not None:
+            raise ValueError(
+                f"run.dir {run_dir!r} already holds checkpoints: pass --resume "
+                "auto to continue that run, or choose another run.dir"
+            )
+        return resume
+
+    def _start_run(self, argv: list[str]) -> None:
+        """Create the run directory's config, provenance and empty metrics (rank 0)."""
+        run_dir = self.cfg.run.dir
+        if self.env.is_main:
+            os.makedirs(run_dir, exist_ok=True)
+            self.metrics.truncate(0)
+            rundir.write_config(run_dir, config_to_dict(self.cfg))
+            rundir.write_run_info(
+                run_dir,
+                {
+                    "git_sha": rundir.git_sha(os.path.dirname(os.path.abspath(__file__))),
+                    "argv": argv,
+                    "world_size": self.env.world_size,
+                    "device": str(self.env.device),
+                    "backend": torch.distributed.get_backend() if self.env.distributed else None,
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                },
+            )
+
+    def _restore(self, path: str) -> None:
+        run_dir = self.cfg.run.dir
+        if not os.path.isfile(path):
+            raise ValueError(f"--resume {path!r}: no such checkpoint")
+        if os.path.realpath(os.path.dirname(path)) != os.path.realpath(run_dir):
+            raise ValueError(f"--resume {path!r}: the checkpoint must be in run.dir {run_dir!r}")
+        state = load_checkpoint(path, self.env.device)
+        changed = set(diff_configs(self.cfg, config_from_dict(state["config"])))
+        if changed - RESUMABLE_CHANGES:
+            raise ValueError(
+                f"{path} was written with a different configuration "
+                f"({', '.join(sorted(changed - RESUMABLE_CHANGES))} differ); "
+                "resume with the run's own options (see its config.yaml)"
+            )
+        if state["world_size"] != self.env.world_size:
+            raise ValueError(
+                f"{path} was written by {state['world_size']} processes; resume "
+                f"with the same number (now {self.env.world_size})"
+            )
+        self.net.backbone.load_state_dict(state["backbone"])
+        self.net.projector.load_state_dict(state["projector"])
+        if self.net.probe is not None:
+            self.net.probe.load_state_dict(state["probe"])
+        self.loss_fn.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
+        self.step, self.train_time = state["step"], state["train_time"]
+        restore_rng_state(state["rng"][self.env.rank])
+        if self.env.is_main:
+            self.metrics.truncate(state["metrics_count"])
+
+    def save(self) -> None:
+        """Checkpoint the whole state (a collective: every rank must call)."""
+        rng = gather_objects(capture_rng_state(), self.env)
+        if not self.env.is_main:
+            return
+        state = {
+            "backbone": self.net.backbone.state_dict(),
+            "projector": self.net.projector.state_dict(),
+            "probe": None if self.net.probe is None else self.net.probe.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "step": self.step,
+            "train_time": self.train_time,
+            "metrics_count": self.metrics.count,
+            "world_size": self.env.world_size,
+            "rng": rng,
+            "config": config_to_dict(self.cfg),
+        }
+        save_checkpoint(rundir.checkpoint_path(self.cfg.run.dir, self.step), state)
+        rundir.prune_checkpoints(self.cfg.run.dir, self.cfg.run.keep_checkpoints)
+
+    # ------------------------------------------------------------------ training
+    def _sync(self) -> None:
+        if self.env.device.type == "cuda":
+            torch.cuda.synchronize(self.env.device)
+
+    def _train_step(self, indices: np.ndarray) -> dict[str, Any]:
+        """One optimiser step on this rank's ``indices``; returns the step's measurements."""
+        cfg, env = self.cfg, self.env
+        accum = cfg.optim.accum_steps
+        start = time.perf_counter()
+        data_time = 0.0
+        totals = torch.zeros(5, device=env.device)  # total, loss, prediction, sigreg, probe
+        for micro, chunk in enumerate(np.split(indices, accum)):
+            t0 = time.perf_counter()
+            index = torch.from_numpy(chunk).to(env.device)
+            self.generator.manual_seed(_seed(cfg.run.seed, self.step, env.rank, micro))
+            global_views, local_views = self.multicrop(self.train_images[index], self.generator)
+            self._sync()
+            data_time += time.perf_counter() - t0
+            last = micro == accum - 1
+            no_sync = (
+                self.model.no_sync() if env.distributed and not last else contextlib.nullcontext()
+            )
+            with no_sync:
+                with self._autocast():
+                    out = self.model(global_views, local_views)
+                    parts = self.loss_fn(out.global_embeddings, out.local_embeddings)
+                    probe_loss = torch.zeros((), device=env.device)
+                    if out.probe_logits is not None:
+                        labels = self.train_labels[index].repeat(cfg.views.n_global)
+                        probe_loss = F.cross_entropy(out.probe_logits.flatten(0, 1).float(), labels)
+                total = parts.loss.float() + probe_loss
+                if cfg.debug.nan_at_step == self.step + 1 and cfg.debug.nan_rank in (
+                    None,
+                    env.rank,
+                ):
+                    total = total + float("nan")
+                self.scaler.scale(total / accum).backward()
+            totals += (
+                torch.stack(
+                    [total.detach(), *(p.detach().float() for p in parts), probe_loss.detach()]
+                )
+                / accum
+            )
+        if any_rank(not bool(torch.isfinite(totals[0])), env):
+            raise NonFiniteLoss(
+                f"non-finite loss at step {self.step + 1} (epoch {self.epoch + 1}); training "
+                f"stopped on every rank; last good checkpoint: "
+                f"{rundir.latest_checkpoint(cfg.run.dir) or 'none'}"
+            )
+        lr = self.scheduler.get_last_lr()[0]
+        if cfg.optim.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        self._sync()
+        _, loss, prediction, sigreg, probe = totals.tolist()
+        return {
+            "loss": loss,
+            "prediction": prediction,
+            "sigreg": sigreg,
+            "probe_loss": probe,
+            "lr": lr,
+            "data_time": data_time,
+            "step_time": time.perf_counter() - start,
+        }
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the end (from wherever the state is), evaluate, plot and summarise.
+
+        Returns
+        -------
+        dict
+            The summary record (also appended to ``metrics.jsonl`` on rank 0).
+
+        Raises
+        ------
+        NonFiniteLoss
+            A NaN or infinite loss on any rank.
+        """
+        cfg, env = self.cfg, self.env
+        wall_start = time.perf_counter()
+        global_batch = cfg.optim.batch_size
+        bar = None
+        if env.is_main and cfg.run.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=self.total_steps,
+                initial=self.step,
+                unit="step",
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
+        window: list[dict[str, Any]] = []
+        while self.epoch < cfg.optim.epochs:
+            self.net.train()
+            for indices in self.sampler.batches(self.epoch, self.batch_in_epoch):
+                stats = self._train_step(indices)
+                self.batch_in_epoch += 1
+                self.train_time += stats["step_time"]
+                window.append(stats)
+                end_of_epoch = self.batch_in_epoch == self.steps_per_epoch
+                if self.step % cfg.run.log_every_steps == 0 or end_of_epoch:
+                    step_time = sum(s["step_time"] for s in window)
+                    record = {
+                        "kind": "train",
+                        "step": self.step,
+                        "epoch": self.epoch + self.batch_in_epoch / self.steps_per_epoch,
+                        **{k: stats[k] for k in ("loss", "prediction", "sigreg", "lr")},
+                        "imgs_per_s": global_batch * len(window) / step_time,
+                        "data_time": sum(s["data_time"] for s in window) / len(window),
+                        "step_time": step_time / len(window),
+                    }
+                    if self.net.probe is not None:
+                        record["probe_loss"] = stats["probe_loss"]
+                    window.clear()
+                    if env.is_main:
+                        self.metrics.append(record)
+                        if bar is not None:
+                            bar.set_postfix(
+                                loss=f"{record['loss']:.4f}",
+                                imgs_s=f"{record['imgs_per_s']:.0f}",
+                                data=f"{record['data_time'] / record['step_time']:.0%}",
+                            )
+                if bar is not None:
+                    bar.update(1)
+                every = cfg.run.ckpt_every_steps
+                if every and self.step % every == 0 and not end_of_epoch:
+                    self.save()
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            if self.epoch % cfg.eval.every_epochs == 0 or self.epoch == cfg.optim.epochs:
+                record = self.evaluate()
+                if env.is_main:
+                    self.metrics.append(record)
+                    message = ", ".join(
+                        f"{k} {v:.4f}"
+                        for k, v in record.items()
+                        if k not in ("kind", "epoch", "step")
+                    )
+                    (bar.write if bar is not None else print)(
+                        f"epoch {self.epoch}/{cfg.optim.epochs}: {message}"
+                    )
+            self.save()
+        if bar is not None:
+            bar.close()
+        return self._finish(time.perf_counter() - wall_start)
+
+    # ---------------------------------------------------------------- evaluation
+    def _features(self, images: torch.Tensor, head: str) -> torch.Tensor:
+        """Backbone features (``head="backbone"``) or projector embeddings of eval views."""
+        net = self.net
+
+        def fn(batch: torch.Tensor) -> torch.Tensor:
+            features = net.backbone(self.multicrop.eval_view(batch))
+            return features if head == "backbone" else net.projector(features)
+
+        return extract(
+            fn, images, batch_size=self.cfg.eval.batch_size, env=self.env, context=self._autocast
+        )
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        """Test-split metrics: online probe and k-NN accuracy (labelled data), effective rank
+        of the embedding covariance. A collective: every rank must call."""
+        cfg, data = self.cfg, self.data
+        self.net.eval()
+        record: dict[str, Any] = {"kind": "eval", "epoch": self.epoch, "step": self.step}
+        test_features = self._features(self.test_images, "backbone")
+        if self.net.probe is not None:
+            train_features = self._features(self.train_images, "backbone")
+            predicted = self.net.probe(test_features).argmax(dim=1).cpu().numpy()
+            record["probe_acc"] = float(np.mean(predicted == data.test_labels))
+            record["knn_acc"] = knn_accuracy(
+                train_features.cpu().numpy(),
+                data.train_labels,
+                test_features.cpu().numpy(),
+                data.test_labels,
+                num_classes=data.num_classes,
+                k=cfg.eval.knn_k,
+                temperature=cfg.eval.knn_temperature,
+            )
+        embeddings = self.net.projector(test_features).float().cpu().numpy()
+        record["effective_rank"] = effective_rank(covariance_spectrum(embeddings))
+        self.net.train()
+        return record
+
+    def _finish(self, wall_time: float) -> dict[str, Any]:
+        """Spectrum, plots and the summary record (rank 0 writes them)."""
+        self.net.eval()
+        with torch.no_grad():
+            embeddings = self._features(self.test_images, "projector").cpu().numpy()
+        spectrum = covariance_spectrum(embeddings)
+        records = read_metrics(self.metrics.path)
+        train = [r for r in records if r["kind"] == "train"]
+        evals = [r for r in records if r["kind"] == "eval"]
+        images = self.step * self.cfg.optim.batch_size
+        summary: dict[str, Any] = {
+            "kind": "summary",
+            "step": self.step,
+            "epochs": self.epoch,
+            "wall_time": wall_time,
+            "train_time": self.train_time,
+            "imgs_per_s": images / self.train_time if self.train_time > 0 else 0.0,
+            "data_time_fraction": (
+                sum(r["data_time"] for r in train) / max(sum(r["step_time"] for r in train), 1e-12)
+            ),
+            "effective_rank": effective_rank(spectrum),
+        }
+        for key in ("probe_acc", "knn_acc"):
+            if evals and key in evals[-1]:
+                summary[key] = evals[-1][key]
+        if self.env.is_main:
+            self.metrics.append(summary)
+            run_dir = self.cfg.run.dir
+            plot_losses(records, os.path.join(run_dir, "loss.png"))
+            if self.net.probe is not None:
+                plot_accuracy(records, os.path.join(run_dir, "accuracy.png"))
+            plot_spectrum(spectrum, os.path.join(run_dir, "spectrum.png"))
+            print(
+                " ".join(
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in summary.items()
+                    if k != "kind"
+                ),
+                flush=True,
+            )
+        return summary
+
+
+def configure_torch(cfg: TrainConfig) -> None:
+    """Apply run.threads and run.deterministic to torch."""
+    if cfg.run.threads is not None:
+        torch.set_num_threads(cfg.run.threads)
+    if cfg.run.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0, 2 or 3)."""
+    parser = config_parser("python -m trainers.torch_ddp", __doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--resume",
+        metavar="auto|CKPT",
+        help="continue a run: 'auto' takes the latest checkpoint in run.dir "
+        "(and starts afresh if there is none), or give the path of a checkpoint in run.dir; "
+        "repeat the run's options (a few, e.g. run.progress and debug.*, may change)",
+    )
+    args = parser.parse_intermixed_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except (OSError, TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    configure_torch(cfg)
+    try:
+        env = setup(cfg.run.device)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        try:
+            trainer = Trainer(
+                cfg, env, resume=args.resume, argv=sys.argv if argv is None else list(argv)
+            )
+        except (TypeError, ValueError) as exc:
+            print(f"rank {env.rank}: error: {exc}", file=sys.stderr, flush=True)
+            return 2
+        trainer.fit()
+        return 0
+    except NonFiniteLoss as exc:
+        print(f"rank {env.rank}: error: {exc}", file=sys.stderr, flush=True)
+        if env.distributed:  # every rank has reported before any of them exits
+            torch.distributed.barrier()
+        return 3
+    finally:
+        shutdown()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
