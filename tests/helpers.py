@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from functools import reduce
 
@@ -179,3 +181,27 @@ class ThreadGroup:
             if e is not None:
                 raise e
         return results
+
+
+def run_once(tmp_path_factory, name, compute):
+    """``compute()`` once per test session, shared by the pytest-xdist workers.
+
+    Without xdist this just calls ``compute``. Under xdist the first worker to get here runs
+    it and stores the JSON result in the session's shared temporary directory; the others
+    wait on a file lock and read it (the pytest-xdist recipe for once-only fixtures).
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return compute()
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return compute()
+    root = tmp_path_factory.getbasetemp().parent
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cached = root / f"{name}.json"
+        if cached.exists():
+            return json.loads(cached.read_text())
+        result = compute()
+        cached.write_text(json.dumps(result))
+        return result

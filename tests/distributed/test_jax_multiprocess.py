@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import run_once
 
 pytest.importorskip("jax")
 
@@ -58,30 +59,6 @@ def _run_pair() -> list:
     return outputs
 
 
-def _run_once(tmp_path_factory, name, compute):
-    """``compute()`` once per test session, shared by the pytest-xdist workers.
-
-    Without xdist this just calls ``compute``. Under xdist the first worker to get here runs
-    it and stores the JSON result in the session's shared temporary directory; the others
-    wait on a file lock and read it (the pytest-xdist recipe for once-only fixtures).
-    """
-    if os.environ.get("PYTEST_XDIST_WORKER") is None:
-        return compute()
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        return compute()
-    root = tmp_path_factory.getbasetemp().parent
-    with open(root / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        cached = root / f"{name}.json"
-        if cached.exists():
-            return json.loads(cached.read_text())
-        result = compute()
-        cached.write_text(json.dumps(result))
-        return result
-
-
 def _reports():
     results = []
     for code, stdout, stderr in _run_pair():
@@ -93,7 +70,7 @@ def _reports():
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
     """Both processes' JSON reports (the pair runs once per session)."""
-    results = _run_once(tmp_path_factory, "jax_multiprocess_reports", _reports)
+    results = run_once(tmp_path_factory, "jax_multiprocess_reports", _reports)
     if any("unsupported" in r for r in results):
         pytest.skip(f"multi-process CPU collectives unsupported: {results[0]['unsupported']}")
     return results

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import run_once
 
 pytest.importorskip("jax")
 
@@ -20,30 +21,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 TOL = 1e-6  # the brief's tolerance; observed errors are ~1e-15
 TIMEOUT = 300
-
-
-def _run_once(tmp_path_factory, name, compute):
-    """``compute()`` once per test session, shared by the pytest-xdist workers.
-
-    Without xdist this just calls ``compute``. Under xdist the first worker to get here runs
-    it and stores the JSON result in the session's shared temporary directory; the others
-    wait on a file lock and read it (the pytest-xdist recipe for once-only fixtures).
-    """
-    if os.environ.get("PYTEST_XDIST_WORKER") is None:
-        return compute()
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        return compute()
-    root = tmp_path_factory.getbasetemp().parent
-    with open(root / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        cached = root / f"{name}.json"
-        if cached.exists():
-            return json.loads(cached.read_text())
-        result = compute()
-        cached.write_text(json.dumps(result))
-        return result
 
 
 def _run_script():
@@ -64,7 +41,7 @@ def _run_script():
 @pytest.fixture(scope="module")
 def metrics(tmp_path_factory):
     """The two-device script's JSON metrics (the script runs once per session)."""
-    return _run_once(tmp_path_factory, "jax_spmd_metrics", _run_script)
+    return run_once(tmp_path_factory, "jax_spmd_metrics", _run_script)
 
 
 def test_two_devices_and_sharded_batch(metrics):
