@@ -16,8 +16,9 @@ continues where it stopped. Results go to ``OUT/results.json``, ``OUT/spectra.pn
 
 Usage::
 
-    python experiments/lambda_sweep.py --out runs/lambda-sweep [--lambdas 0,0.01,0.02,0.05,0.1,0.2]
-        [--batch-sizes 64,128] [--config trainers/configs/digits_demo.yaml] [section.option=value ...]
+    python experiments/lambda_sweep.py --out runs/lambda-sweep \
+        [--lambdas 0,0.01,0.02,0.05,0.1,0.2] [--batch-sizes 64,128] \
+        [--config trainers/configs/digits_demo.yaml] [section.option=value ...]
 """
 
 from __future__ import annotations
