@@ -50,16 +50,24 @@ def _prepare(x: Any, backend: Any) -> tuple[Any, Any, Any]:
 
 
 def _standardise(xp: Any, x: Any) -> Any:
-    """``y = (x - mean) L^{-T}`` row by row, with ``L L^T`` the divisor-N covariance."""
+    """``y = (x - mean) L^{-T}`` row by row, with ``L L^T`` the divisor-N covariance.
+
+    Raises when the covariance is singular to working precision: when some coordinate has
+    less than ``100 d eps`` of its variance left after regressing on the previous ones
+    (the squared Cholesky pivot over the variance).
+    """
+    message = "x has a singular sample covariance (points in a hyperplane)"
     centred = x - xp.mean(x, axis=-2, keepdims=True)
     cov = xp.matrix_transpose(centred) @ centred / x.shape[-2]
     try:
         chol = xp.linalg.cholesky(cov)
     except (ValueError, RuntimeError) as exc:  # numpy LinAlgError / torch LinAlgError
-        raise ValueError("x has a singular sample covariance (points in a hyperplane)") from exc
-    ok = xp.all(xp.isfinite(chol))
-    if not is_traced(ok) and not bool(ok):  # JAX returns NaN instead of raising
-        raise ValueError("x has a singular sample covariance (points in a hyperplane)")
+        raise ValueError(message) from exc
+    pivots = xp.linalg.diagonal(chol)
+    left = pivots * pivots / xp.linalg.diagonal(cov)
+    ok = xp.all(left > 100.0 * x.shape[-1] * xp.finfo(x.dtype).eps)  # False for NaN (JAX)
+    if not is_traced(ok) and not bool(ok):
+        raise ValueError(message)
     return xp.matrix_transpose(xp.linalg.solve(chol, xp.matrix_transpose(centred)))
 
 
@@ -70,9 +78,10 @@ def _pair_sum(xp: Any, y: Any, sq: Any, scale: float) -> Any:
     block = max(1, PAIR_BUDGET // max(1, batch * n))
     total = None
     for start in range(0, n, block):
-        rows = y[..., start : start + block, :]
+        stop = min(start + block, n)
+        rows = y[..., start:stop, :]
         gram = rows @ xp.matrix_transpose(y)  # (..., block, N)
-        dist = xp.expand_dims(sq[..., start : start + block], axis=-1)
+        dist = xp.expand_dims(sq[..., start:stop], axis=-1)
         dist = xp.clip(dist + xp.expand_dims(sq, axis=-2) - 2.0 * gram, min=0.0)
         part = xp.sum(xp.exp(-scale * dist), axis=(-2, -1))
         total = part if total is None else total + part
