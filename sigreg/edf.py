@@ -113,15 +113,12 @@ def anderson_darling(
     Returns
     -------
     array
-        The statistic for every position of the other axes, in the namespace, dtype and
-        device of ``x``.
+        As for :func:`cramer_von_mises`.
 
     Raises
     ------
-    ValueError
-        Non-finite ``x``, an empty sample axis or an out-of-range ``axis``.
-    TypeError
-        ``x`` is not a real array.
+    ValueError, TypeError
+        As for :func:`cramer_von_mises`.
 
     Examples
     --------
@@ -154,15 +151,12 @@ def watson(x: Any, /, *, axis: int = 0, keepdims: bool = False, backend: Any = N
     Returns
     -------
     array
-        The statistic for every position of the other axes, in the namespace, dtype and
-        device of ``x``.
+        As for :func:`cramer_von_mises`.
 
     Raises
     ------
-    ValueError
-        Non-finite ``x``, an empty sample axis or an out-of-range ``axis``.
-    TypeError
-        ``x`` is not a real array.
+    ValueError, TypeError
+        As for :func:`cramer_von_mises`.
 
     Examples
     --------

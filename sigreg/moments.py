@@ -59,14 +59,9 @@ def mean_variance(x: Any, /, *, axis: int = 0, keepdims: bool = False, backend: 
     Parameters
     ----------
     x : array
-        Real samples (numpy, torch, jax, cupy or array_api_strict); integers and booleans
-        are promoted to the default float, float16/bfloat16 computed in float32.
-    axis : int, default 0
-        Axis holding the samples.
-    keepdims : bool, default False
-        Keep the reduced axis with length one.
-    backend : str or namespace, optional
-        Convert ``x`` to this namespace first; default: the namespace of ``x``.
+        Real samples, as for :func:`sigreg.cramer_von_mises`.
+    axis, keepdims, backend
+        As in :func:`sigreg.cramer_von_mises`.
 
     Returns
     -------
@@ -76,10 +71,8 @@ def mean_variance(x: Any, /, *, axis: int = 0, keepdims: bool = False, backend: 
 
     Raises
     ------
-    ValueError
-        Non-finite ``x``, an empty sample axis or an out-of-range ``axis``.
-    TypeError
-        ``x`` is not a real array.
+    ValueError, TypeError
+        As for :func:`sigreg.cramer_von_mises`.
 
     Examples
     --------

@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sigreg._monte_carlo import monte_carlo_pvalue
-from sigreg._namespace import device_of, is_traced, pick_namespace, prepare_array
+from sigreg._monte_carlo import monte_carlo_test
+from sigreg._namespace import is_traced, pick_namespace, prepare_array
 from sigreg._result import GoodnessOfFitResult
 from sigreg._validation import check_finite
 from sigreg.univariate import _finish
@@ -190,17 +190,4 @@ def henze_zirkler_test(
     0.005
     """
     xp, x, out_dtype = _prepare(x, backend)
-    observed = _henze_zirkler(xp, x)
-    pvalue = monte_carlo_pvalue(
-        xp,
-        observed,
-        lambda z: _henze_zirkler(xp, z),
-        tuple(x.shape[-2:]),
-        n_resamples,
-        rng,
-        dtype=x.dtype,
-        device=device_of(x),
-    )
-    return GoodnessOfFitResult(
-        _finish(xp, observed, 0, False, out_dtype), _finish(xp, pvalue, 0, False, out_dtype)
-    )
+    return monte_carlo_test(xp, lambda z: _henze_zirkler(xp, z), x, n_resamples, rng, out_dtype)

@@ -14,8 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from sigreg import sliced as _sliced
-from sigreg._monte_carlo import monte_carlo_pvalue
-from sigreg._namespace import device_of
+from sigreg._monte_carlo import monte_carlo_test
 from sigreg._result import GoodnessOfFitResult
 from sigreg._validation import check_choice, poison
 from sigreg.edf import anderson_darling, cramer_von_mises, watson
@@ -171,17 +170,11 @@ def sliced_test(
     xp, x, directions, out_dtype, reduction, checks = _prepare(
         x, directions, statistic, "mean", backend
     )
-    observed = _evaluate(xp, x, directions, statistic, reduction, checks)
-    pvalue = monte_carlo_pvalue(
+    return monte_carlo_test(
         xp,
-        observed,
         lambda z: _evaluate(xp, z, directions, statistic, reduction, checks),
-        tuple(x.shape[-2:]),
+        x,
         n_resamples,
         rng,
-        dtype=x.dtype,
-        device=device_of(x),
-    )
-    return GoodnessOfFitResult(
-        _finish(xp, observed, 0, False, out_dtype), _finish(xp, pvalue, 0, False, out_dtype)
+        out_dtype,
     )
