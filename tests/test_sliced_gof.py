@@ -12,6 +12,7 @@ from helpers import assert_close, assert_same_backend, make, to64
 import sigreg
 
 NAMES = sorted(G.UNIVARIATE)
+JITTED = ["watson", "extended_jarque_bera"]  # Cramér-von Mises + Phi, mean_variance
 
 
 @pytest.mark.parametrize("statistic", NAMES)
@@ -111,3 +112,21 @@ def test_non_unit_directions_give_nan_under_jit():
     a = jax.numpy.asarray(2 * O.unit_directions(np.random.default_rng(38), 3, 2))
     f = jax.jit(lambda x, a: sigreg.sliced_statistic(x, a, statistic="mean_variance"))
     assert np.isnan(float(f(x, a)))
+
+
+def test_statistics_under_jax_jit():
+    """Traced value checks (zero variance, unit directions) and values under jax.jit, for
+    the statistics not jitted by test_gof_gradients (compilation costs seconds each)."""
+    jax = pytest.importorskip("jax")
+    rng = np.random.default_rng(39)
+    x_np = rng.standard_normal((16, 3))
+    a_np = O.unit_directions(rng, 3, 2)
+
+    @jax.jit
+    def every(x, a):
+        return [sigreg.sliced_statistic(x, a, statistic=s, reduction="none") for s in JITTED]
+
+    for name, out in zip(
+        JITTED, every(jax.numpy.asarray(x_np), jax.numpy.asarray(a_np)), strict=True
+    ):
+        np.testing.assert_allclose(np.asarray(out), G.sliced(name, x_np, a_np), rtol=1e-11)
