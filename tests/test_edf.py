@@ -123,3 +123,16 @@ def test_validation(name):
         f(np.zeros(3, dtype=complex))
     with pytest.raises(TypeError, match="x must be an array"):
         f([0.0, 1.0])
+
+
+def test_half_precision_and_integer_inputs():
+    """float16 is computed in float32 and returned as float16; integers promote to float64."""
+    x = np.random.default_rng(7).standard_normal(64)
+    for name in EDF + ["extended_jarque_bera", "mean_variance"]:
+        f = getattr(sigreg, name)
+        half = f(x.astype(np.float16))
+        assert half.dtype == np.float16
+        np.testing.assert_allclose(half, f(x.astype(np.float16).astype(np.float32)), rtol=1e-3)
+        ints = np.arange(-3, 4)
+        assert f(ints).dtype == np.float64
+        np.testing.assert_allclose(f(ints), f(ints.astype(np.float64)), rtol=1e-15)
