@@ -130,3 +130,23 @@ def test_statistics_under_jax_jit():
         JITTED, every(jax.numpy.asarray(x_np), jax.numpy.asarray(a_np)), strict=True
     ):
         np.testing.assert_allclose(np.asarray(out), G.sliced(name, x_np, a_np), rtol=1e-11)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("statistic", ["extended_jarque_bera", "epps_pulley"])
+def test_sliced_test_pvalue_is_calibrated(statistic):
+    """Under the null P(p <= alpha) = alpha (up to the 1/(R+1) grid): 400 tests, R = 99."""
+    rng = np.random.default_rng(40)
+    a = sigreg.sample_directions(4, 8, seed=1, backend="numpy")
+    p = np.array(
+        [
+            float(
+                sigreg.sliced_test(
+                    rng.standard_normal((100, 4)), a, statistic=statistic, n_resamples=99, rng=rng
+                ).pvalue
+            )
+            for _ in range(400)
+        ]
+    )
+    for alpha in (0.05, 0.1, 0.5):
+        assert abs(np.mean(p <= alpha) - alpha) < 4 * np.sqrt(alpha * (1 - alpha) / 400)
