@@ -10,9 +10,8 @@ from typing import Any
 import numpy as np
 
 from sigreg._namespace import device_of
-from sigreg._result import GoodnessOfFitResult
+from sigreg._result import GoodnessOfFitResult, make_result
 from sigreg._validation import check_int
-from sigreg.univariate import _finish
 
 DRAW_BUDGET = 1 << 20  # float64 numbers drawn (and converted) per chunk of resamples
 
@@ -57,6 +56,4 @@ def monte_carlo_test(
         exceed = xp.reshape(sims, (sims.shape[0], *expand)) >= observed
         count = count + xp.sum(xp.astype(exceed, observed.dtype), axis=0)
     pvalue = (count + 1.0) / (n_resamples + 1.0)
-    return GoodnessOfFitResult(
-        _finish(xp, observed, 0, False, out_dtype), _finish(xp, pvalue, 0, False, out_dtype)
-    )
+    return make_result(xp, observed, pvalue, out_dtype)

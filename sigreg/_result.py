@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from sigreg.univariate import _finish
+
 
 class GoodnessOfFitResult(NamedTuple):
     """Statistic and p-value of a test; unpacks like a tuple, as ``scipy.stats`` results do.
@@ -18,3 +20,10 @@ class GoodnessOfFitResult(NamedTuple):
 
     statistic: Any
     pvalue: Any
+
+
+def make_result(xp: Any, statistic: Any, pvalue: Any, dtype: Any) -> GoodnessOfFitResult:
+    """The result with both arrays cast to ``dtype`` (the input's dtype)."""
+    return GoodnessOfFitResult(
+        _finish(xp, statistic, 0, False, dtype), _finish(xp, pvalue, 0, False, dtype)
+    )

@@ -1,4 +1,4 @@
-"""The Henze-Zirkler (BHEP) test of multivariate normality, with a Monte Carlo p-value.
+"""The Henze-Zirkler (BHEP) test of multivariate normality: Monte Carlo or lognormal p-value.
 
 Henze & Zirkler (1990), "A class of invariant consistent tests for multivariate normality",
 Comm. Statist. Theory Methods 19(10), 3595-3617. The samples are standardised with their
@@ -22,11 +22,13 @@ from typing import Any
 
 from sigreg._monte_carlo import monte_carlo_test
 from sigreg._namespace import is_traced, pick_namespace, prepare_array
-from sigreg._result import GoodnessOfFitResult
-from sigreg._validation import check_finite
+from sigreg._result import GoodnessOfFitResult, make_result
+from sigreg._special import ndtr
+from sigreg._validation import check_choice, check_finite
 from sigreg.univariate import _finish
 
 PAIR_BUDGET = 1 << 22  # elements of one (..., block, N) kernel block
+METHODS = ("monte-carlo", "asymptotic-lognormal")
 
 
 def henze_zirkler_beta(n: int, d: int) -> float:
@@ -143,24 +145,62 @@ def henze_zirkler(x: Any, /, *, backend: Any = None) -> Any:
     return _finish(xp, _henze_zirkler(xp, x), 0, False, out_dtype)
 
 
+def _lognormal_parameters(n: int, d: int) -> tuple[float, float]:
+    """``(log-mean, log-sd)`` of the lognormal with Henze and Zirkler's null mean/variance."""
+    b2 = henze_zirkler_beta(n, d) ** 2
+    a = 1.0 + 2.0 * b2
+    w = (1.0 + b2) * (1.0 + 3.0 * b2)
+    mean = 1.0 - a ** (-d / 2) * (1.0 + d * b2 / a + d * (d + 2) * b2**2 / (2.0 * a**2))
+    var = (
+        2.0 * (1.0 + 4.0 * b2) ** (-d / 2)
+        + 2.0 * a ** (-d) * (1.0 + 2.0 * d * b2**2 / a**2 + 3.0 * d * (d + 2) * b2**4 / (4 * a**4))
+        - 4.0
+        * w ** (-d / 2)
+        * (1.0 + 3.0 * d * b2**2 / (2.0 * w) + d * (d + 2) * b2**4 / (2 * w**2))
+    )
+    return math.log(mean**2 / math.sqrt(var + mean**2)), math.sqrt(math.log1p(var / mean**2))
+
+
+def _lognormal_test(xp: Any, x: Any, out_dtype: Any) -> GoodnessOfFitResult:
+    observed = _henze_zirkler(xp, x)
+    log_mean, log_sd = _lognormal_parameters(x.shape[-2], x.shape[-1])
+    tiny = xp.finfo(observed.dtype).smallest_normal
+    pvalue = ndtr(xp, (log_mean - xp.log(xp.clip(observed, min=tiny))) / log_sd)
+    return make_result(xp, observed, pvalue, out_dtype)
+
+
 def henze_zirkler_test(
-    x: Any, /, *, n_resamples: int = 999, rng: Any, backend: Any = None
+    x: Any,
+    /,
+    *,
+    method: str = "monte-carlo",
+    n_resamples: int = 999,
+    rng: Any = None,
+    backend: Any = None,
 ) -> GoodnessOfFitResult:
-    """Henze-Zirkler test of multivariate normality with a Monte Carlo p-value.
+    """Henze-Zirkler test of multivariate normality.
 
     The null distribution of :func:`henze_zirkler` is the same for every normal
-    distribution (affine invariance), so it is simulated exactly with ``n_resamples``
-    samples of N(0, I_d) of the shape ``(N, d)``; ``p = (1 + #{T_r >= T}) / (R + 1)``.
+    distribution (affine invariance). ``method="monte-carlo"`` simulates it exactly with
+    ``n_resamples`` samples of N(0, I_d) of the shape ``(N, d)``:
+    ``p = (1 + #{T_r >= T}) / (R + 1)``. ``method="asymptotic-lognormal"`` is Henze and
+    Zirkler's approximation, a lognormal with their closed-form null mean and variance;
+    measured sizes at nominal 5% / 1%: 4.2% / 0.5% (N = 20, d = 2), 4.8% / 0.75%
+    (N = 50, d = 3), 4.8% / 0.9% (N = 200, d = 3) (slightly conservative; see
+    docs/statistics.md).
 
     Parameters
     ----------
     x : array, shape (..., N, d)
         As for :func:`henze_zirkler`; a batch gets one p-value per batch element (all
         compared with the same simulated null).
+    method : {"monte-carlo", "asymptotic-lognormal"}, default "monte-carlo"
+        How the p-value is computed.
     n_resamples : int, default 999
-        Number of simulated null statistics ``R``.
+        Number of simulated null statistics ``R`` (Monte Carlo only).
     rng : numpy.random.Generator or int
-        Source of the null samples (an int seeds a fresh ``numpy.random.default_rng``).
+        Source of the null samples (an int seeds a fresh ``numpy.random.default_rng``);
+        required by the Monte Carlo method, unused by the lognormal one.
     backend : str or namespace, optional
         Convert ``x`` to this namespace first; default: the namespace of ``x``.
 
@@ -173,9 +213,9 @@ def henze_zirkler_test(
     Raises
     ------
     ValueError
-        As for :func:`henze_zirkler`, or ``n_resamples < 1``.
+        As for :func:`henze_zirkler`, an unknown ``method`` or ``n_resamples < 1``.
     TypeError
-        ``x`` is not a real array, or ``rng`` is not a Generator or an int.
+        ``x`` is not a real array, or (Monte Carlo) ``rng`` is not a Generator or an int.
 
     Examples
     --------
@@ -188,6 +228,12 @@ def henze_zirkler_test(
     >>> stat, p = henze_zirkler_test(rng.standard_t(3, (200, 2)), n_resamples=199, rng=1)
     >>> float(p)  # no null draw exceeds the statistic: 1 / (R + 1)
     0.005
+    >>> heavy = rng.standard_t(3, (200, 2))
+    >>> bool(henze_zirkler_test(heavy, method="asymptotic-lognormal").pvalue < 1e-3)
+    True
     """
+    check_choice(method, "method", METHODS)
     xp, x, out_dtype = _prepare(x, backend)
+    if method == "asymptotic-lognormal":
+        return _lognormal_test(xp, x, out_dtype)
     return monte_carlo_test(xp, lambda z: _henze_zirkler(xp, z), x, n_resamples, rng, out_dtype)

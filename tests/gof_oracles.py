@@ -110,3 +110,19 @@ def henze_zirkler_null_mean(n, d):
     b2 = (((2 * d + 1) * n / 4) ** (1 / (d + 4)) / math.sqrt(2)) ** 2
     a = 1 + 2 * b2
     return 1 - a ** (-d / 2) * (1 + d * b2 / a + d * (d + 2) * b2**2 / (2 * a**2))
+
+
+def henze_zirkler_lognormal_pvalue(stat, n, d):
+    """Henze & Zirkler's lognormal p-value, transcribed from pingouin's multivariate_normality."""
+    b = ((2 * d + 1) * n / 4) ** (1 / (d + 4)) / math.sqrt(2)
+    a = 1 + 2 * b**2
+    wb = (1 + b**2) * (1 + 3 * b**2)
+    mu = henze_zirkler_null_mean(n, d)
+    si2 = (
+        2 * (1 + 4 * b**2) ** (-d / 2)
+        + 2 * a ** (-d) * (1 + (2 * d * b**4) / a**2 + (3 * d * (d + 2) * b**8) / (4 * a**4))
+        - 4 * wb ** (-d / 2) * (1 + (3 * d * b**4) / (2 * wb) + (d * (d + 2) * b**8) / (2 * wb**2))
+    )
+    pmu = np.log(np.sqrt(mu**4 / (si2 + mu**2)))
+    psi = np.sqrt(np.log((si2 + mu**2) / mu**2))
+    return st.lognorm.sf(stat, psi, scale=np.exp(pmu))
