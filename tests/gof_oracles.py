@@ -1,5 +1,5 @@
 """Float64 NumPy/scipy oracles of the goodness-of-fit statistics (written from the textbook
-formulas, independently of sigreg's array-API code)."""
+formulas, independently of sigreg's array-API code), and a check of sigreg against them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import numpy as np
 import oracles as O
 import scipy.special as sc
 import scipy.stats as st
+from helpers import assert_close, assert_same_backend, make, to64
+
+import sigreg
 
 # Asymptotic 99% quantiles under the simple N(0, 1) null (Stephens 1974; chi-squared).
 QUANTILE_99 = {
@@ -80,6 +83,18 @@ UNIVARIATE = {
 def along(name, x, axis=0):
     """Oracle ``name`` applied to every 1-d slice of ``x`` along ``axis``."""
     return np.apply_along_axis(UNIVARIATE[name], axis, np.asarray(x, dtype=np.float64))
+
+
+def check_along_axis(xp, device, dtype, name, x_np, axis, keepdims):
+    """sigreg's statistic ``name`` on ``x_np`` (converted to xp/dtype/device) vs the oracle."""
+    x = make(xp, device, x_np, dtype)
+    out = getattr(sigreg, name)(x, axis=axis, keepdims=keepdims)
+    ref = along(name, to64(x), axis=axis)
+    if keepdims:
+        ref = np.expand_dims(ref, axis)
+    assert out.dtype == x.dtype
+    assert_same_backend(out, x)
+    assert_close(out, ref, dtype, rtol=1e-12 if dtype == "float64" else 1e-4)
 
 
 def sliced(name, x, directions):
