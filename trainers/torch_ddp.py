@@ -149,7 +149,7 @@ class Trainer(RunLoop):
             seed=cfg.run.seed,
         )
 
-        torch.manualderive_seed(cfg.run.seed)  # identical initial weights on every rank
+        torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
         backbone = build_backbone(
             cfg.model.backbone,
             in_chans=data.channels,
@@ -186,7 +186,7 @@ class Trainer(RunLoop):
         self.metrics = MetricsLog(os.path.join(cfg.run.dir, "metrics.jsonl"))
         # the global RNGs are not used by this trainer's own randomness (explicit seeds and
         # generators); they are seeded per rank for any library code that draws from them
-        torch.manualderive_seed(derive_seed(cfg.run.seed, env.rank, 1))
+        torch.manual_seed(derive_seed(cfg.run.seed, env.rank, 1))
         np.random.seed(derive_seed(cfg.run.seed, env.rank, 2))  # noqa: NPY002
         random.seed(derive_seed(cfg.run.seed, env.rank, 3))
         if checkpoint is None:
@@ -279,7 +279,7 @@ class Trainer(RunLoop):
         for micro, chunk in enumerate(np.split(indices, accum)):
             t0 = time.perf_counter()
             index = torch.from_numpy(chunk).to(env.device)
-            self.generator.manualderive_seed(derive_seed(cfg.run.seed, self.step, env.rank, micro))
+            self.generator.manual_seed(derive_seed(cfg.run.seed, self.step, env.rank, micro))
             global_views, local_views = self.multicrop(self.train_images[index], self.generator)
             self._sync()
             data_time += time.perf_counter() - t0
