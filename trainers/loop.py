@@ -70,11 +70,12 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
-def nonfinite_message(step: int, epoch: int, run_dir: str) -> str:
-    """The error text of a non-finite loss at optimiser step ``step`` (1-based)."""
+def nonfinite_message(step: int, epoch: int, run_dir: str, ext: str = ".pt") -> str:
+    """The error text of a non-finite loss at optimiser step ``step`` (1-based); ``ext``:
+    the trainer's checkpoint file extension."""
     return (
         f"non-finite loss at step {step} (epoch {epoch + 1}); training stopped on every "
-        f"rank; last good checkpoint: {rundir.latest_checkpoint(run_dir) or 'none'}"
+        f"rank; last good checkpoint: {rundir.latest_checkpoint(run_dir, ext) or 'none'}"
     )
 
 

@@ -73,6 +73,8 @@ __all__ = ["NonFiniteLoss", "Trainer", "configure_torch", "main"]
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp64":
+        raise ValueError("run.precision 'fp64' is supported by trainers.cupy_nccl only")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
