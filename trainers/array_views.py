@@ -101,8 +101,13 @@ def apply_crops(xp: Any, images: Any, params: CropParams) -> Any:
 
     flip = host(params.flip, xp.bool)
     rows = _interpolation(
-        xp, host(params.top), host(params.height), host(np.zeros(n, bool), xp.bool),
-        height, dtype, device,
+        xp,
+        host(params.top),
+        host(params.height),
+        host(np.zeros(n, bool), xp.bool),
+        height,
+        dtype,
+        device,
     )
     cols = _interpolation(xp, host(params.left), host(params.width), flip, width, dtype, device)
     out = rows[:, None, ...] @ images @ xp.matrix_transpose(cols)[:, None, ...]
@@ -128,9 +133,7 @@ def draw_vector(
     return VectorParams(partner, alpha, noise, keep.astype(np.float64))
 
 
-def apply_vector(
-    xp: Any, x: Any, partners: Any, params: VectorParams, *, noise_std: float
-) -> Any:
+def apply_vector(xp: Any, x: Any, partners: Any, params: VectorParams, *, noise_std: float) -> Any:
     """Mix ``x`` ``(n, D)`` with ``partners`` ``(n, D)`` (the rows of ``params.partner``,
     gathered and viewed by the caller), add noise, mask."""
     device = device_of(x)

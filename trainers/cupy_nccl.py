@@ -45,7 +45,7 @@ import numpy as np
 from trainers import rundir
 from trainers.array_adamw import AdamW, clip_grad_norm
 from trainers.array_collective import all_reduce_dict, array_backend, make_collective
-from trainers.array_lejepa import build_net, embed, loss_and_grads
+from trainers.array_lejepa import MLPNet, build_net, embed, loss_and_grads
 from trainers.array_mlp import init_params
 from trainers.array_views import apply_crops, apply_vector, draw_crops, draw_vector
 from trainers.config import TrainConfig, config_parser, config_to_dict, load_config
@@ -67,7 +67,7 @@ from trainers.sampler import EpochSampler
 from trainers.schedule import warmup_cosine
 from trainers.vector_data import load_vectors
 
-__all__ = ["CKPT_EXT", "Trainer", "main"]
+__all__ = ["CKPT_EXT", "Trainer", "initial_params", "main"]
 
 CKPT_EXT = ".npz"
 _DTYPES = {"auto": "float32", "fp32": "float32", "fp64": "float64"}
@@ -81,6 +81,15 @@ def _to_host(x: Any) -> np.ndarray:
 def _rows(params: Any, start: int, stop: int) -> Any:
     """The rows ``start:stop`` of every field of a view-parameter tuple."""
     return type(params)(*(a[start:stop] for a in params))
+
+
+def initial_params(
+    cfg: TrainConfig, net: MLPNet, xp: Any, *, dtype: Any, device: Any = None
+) -> dict[str, Any]:
+    """The network's initial parameters for ``run.seed`` (the same on every rank)."""
+    layers = net.encoder + net.projector + (net.probe or [])
+    rng = np.random.default_rng(derive_seed(cfg.run.seed, 0))
+    return init_params(layers, rng, xp, dtype=dtype, device=device)
 
 
 class Trainer(RunLoop):
@@ -154,9 +163,7 @@ class Trainer(RunLoop):
         self.net = build_net(
             data.dim, cfg.model.encoder_dims, cfg.model.projector_dims, data.num_classes
         )
-        layers = self.net.encoder + self.net.projector + (self.net.probe or [])
-        init_rng = np.random.default_rng(derive_seed(cfg.run.seed, 0))  # same on every rank
-        self.params = init_params(layers, init_rng, xp, dtype=self.dtype, device=self._xp_device)
+        self.params = initial_params(cfg, self.net, xp, dtype=self.dtype, device=self._xp_device)
         self.optimizer = AdamW(xp, self.params, weight_decay=o.weight_decay)
         self.warmup_steps = round(o.warmup_epochs * self.steps_per_epoch)
 

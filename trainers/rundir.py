@@ -38,7 +38,6 @@ __all__ = [
 ]
 
 
-
 def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
     """Create or replace ``path`` atomically with the bytes that ``write(fh)`` writes.
 

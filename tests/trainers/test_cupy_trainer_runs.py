@@ -200,6 +200,7 @@ def test_nonfinite_loss_stops_and_keeps_checkpoints(tmp_path, capsys):
     assert [s for s, _ in rundir.list_checkpoints(run_dir, cupy_nccl.CKPT_EXT)] == [2]
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not cupy_usable(), reason="cupy cannot allocate on a CUDA device")
 def test_cupy_run_matches_numpy_run(single, tmp_path):  # pragma: no cover (needs a GPU)
     """The same tiny run on a GPU (cupy arrays) ends at the numpy run's parameters."""
