@@ -48,7 +48,7 @@ from trainers.array_collective import all_reduce_dict, array_backend, make_colle
 from trainers.array_lejepa import MLPNet, build_net, embed, loss_and_grads
 from trainers.array_mlp import init_params
 from trainers.array_views import apply_crops, apply_vector, draw_crops, draw_vector
-from trainers.config import TrainConfig, config_parser, config_to_dict, load_config
+from trainers.config import TrainConfig, config_to_dict
 from trainers.distributed import DistEnv, gather_objects, setup, shutdown
 from trainers.loop import (
     NonFiniteLoss,
@@ -58,7 +58,9 @@ from trainers.loop import (
     derive_seed,
     eval_record,
     nonfinite_message,
+    parse_trainer_args,
     resolve_resume,
+    run_trainer,
     start_run,
 )
 from trainers.metrics import MetricsLog
@@ -399,36 +401,17 @@ class Trainer(RunLoop):
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0, 2 or 3)."""
-    parser = config_parser("python -m trainers.cupy_nccl", __doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--resume",
-        metavar="auto|CKPT",
-        help="continue a run: 'auto' takes the latest checkpoint in run.dir "
-        "(and starts afresh if there is none), or give the path of a checkpoint in run.dir; "
-        "repeat the run's options (a few, e.g. run.progress and debug.*, may change)",
-    )
-    args = parser.parse_intermixed_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides, base={"model": {"backbone": "mlp"}})
-    except (OSError, TypeError, ValueError) as exc:
-        parser.error(str(exc))
+    prog, description = "python -m trainers.cupy_nccl", __doc__.split("\n\n")[0]
+    _, args, cfg = parse_trainer_args(prog, description, argv, base={"model": {"backbone": "mlp"}})
     from threadpoolctl import threadpool_limits
 
     env = setup("cpu")  # the gloo control plane; the arrays go where run.device says
+    command = sys.argv if argv is None else list(argv)
     try:
         with threadpool_limits(limits=cfg.run.threads):
-            try:
-                trainer = Trainer(
-                    cfg, env, resume=args.resume, argv=sys.argv if argv is None else list(argv)
-                )
-            except (TypeError, ValueError) as exc:
-                print(f"rank {env.rank}: error: {exc}", file=sys.stderr, flush=True)
-                return 2
-            trainer.fit()
-        return 0
-    except NonFiniteLoss as exc:
-        print(f"rank {env.rank}: error: {exc}", file=sys.stderr, flush=True)
-        return 3
+            return run_trainer(
+                lambda: Trainer(cfg, env, resume=args.resume, argv=command), env.rank
+            )
     finally:
         shutdown()
 

@@ -11,18 +11,26 @@ files, seeds) are shared in the same way.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from trainers import rundir
-from trainers.config import TrainConfig, config_from_dict, config_to_dict, diff_configs
+from trainers.config import (
+    TrainConfig,
+    config_from_dict,
+    config_parser,
+    config_to_dict,
+    diff_configs,
+    load_config,
+)
 from trainers.datasets import ImageDataset
 from trainers.metrics import (
     MetricsLog,
@@ -43,7 +51,9 @@ __all__ = [
     "derive_seed",
     "eval_record",
     "nonfinite_message",
+    "parse_trainer_args",
     "resolve_resume",
+    "run_trainer",
     "start_run",
 ]
 
@@ -204,6 +214,69 @@ def eval_record(
         )
     record["effective_rank"] = effective_rank(covariance_spectrum(embeddings))
     return record
+
+
+def parse_trainer_args(
+    prog: str,
+    description: str,
+    argv: list[str] | None,
+    *,
+    base: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[argparse.ArgumentParser, argparse.Namespace, TrainConfig]:
+    """A trainer's command line: ``--config``, ``--resume``, overrides (exits with status 2
+    and a usage message on a bad configuration).
+
+    Parameters
+    ----------
+    prog, description : str
+        For ``--help``.
+    argv : list of str or None
+        The arguments (``None``: ``sys.argv[1:]``).
+    base : Mapping, optional
+        This trainer's own defaults, applied before the YAML file (see
+        :func:`trainers.config.load_config`).
+
+    Returns
+    -------
+    parser, args, cfg
+        The parser (for further ``parser.error`` calls), the parsed arguments (``resume``)
+        and the resolved configuration.
+    """
+    parser = config_parser(prog, description)
+    parser.add_argument(
+        "--resume",
+        metavar="auto|CKPT",
+        help="continue a run: 'auto' takes the latest checkpoint in run.dir "
+        "(and starts afresh if there is none), or give the path of a checkpoint in run.dir; "
+        "repeat the run's options (a few, e.g. run.progress and debug.*, may change)",
+    )
+    args = parser.parse_intermixed_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides, base=base)
+    except (OSError, TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    return parser, args, cfg
+
+
+def run_trainer(
+    build: Callable[[], RunLoop], rank: int, on_nonfinite: Callable[[], None] | None = None
+) -> int:
+    """Build a trainer and fit it; the exit status: 0 done, 2 bad configuration (a
+    ``TypeError``/``ValueError`` while building), 3 non-finite loss (``on_nonfinite`` runs
+    after the error is printed, e.g. a barrier so that every rank reports)."""
+    try:
+        try:
+            trainer = build()
+        except (TypeError, ValueError) as exc:
+            print(f"rank {rank}: error: {exc}", file=sys.stderr, flush=True)
+            return 2
+        trainer.fit()
+        return 0
+    except NonFiniteLoss as exc:
+        print(f"rank {rank}: error: {exc}", file=sys.stderr, flush=True)
+        if on_nonfinite is not None:
+            on_nonfinite()
+        return 3
 
 
 def _format(record: Mapping[str, Any]) -> str:

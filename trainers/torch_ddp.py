@@ -47,7 +47,7 @@ from trainers.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from trainers.config import TrainConfig, config_parser, config_to_dict, load_config
+from trainers.config import TrainConfig, config_to_dict
 from trainers.datasets import load_dataset
 from trainers.distributed import DistEnv, any_rank, gather_objects, setup, shutdown
 from trainers.features import extract
@@ -59,7 +59,9 @@ from trainers.loop import (
     derive_seed,
     eval_record,
     nonfinite_message,
+    parse_trainer_args,
     resolve_resume,
+    run_trainer,
     start_run,
 )
 from trainers.metrics import MetricsLog
@@ -386,39 +388,21 @@ def configure_torch(cfg: TrainConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0, 2 or 3)."""
-    parser = config_parser("python -m trainers.torch_ddp", __doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--resume",
-        metavar="auto|CKPT",
-        help="continue a run: 'auto' takes the latest checkpoint in run.dir "
-        "(and starts afresh if there is none), or give the path of a checkpoint in run.dir; "
-        "repeat the run's options (a few, e.g. run.progress and debug.*, may change)",
-    )
-    args = parser.parse_intermixed_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except (OSError, TypeError, ValueError) as exc:
-        parser.error(str(exc))
+    prog, description = "python -m trainers.torch_ddp", __doc__.split("\n\n")[0]
+    parser, args, cfg = parse_trainer_args(prog, description, argv)
     configure_torch(cfg)
     try:
         env = setup(cfg.run.device)
     except ValueError as exc:
         parser.error(str(exc))
+    command = sys.argv if argv is None else list(argv)
     try:
-        try:
-            trainer = Trainer(
-                cfg, env, resume=args.resume, argv=sys.argv if argv is None else list(argv)
-            )
-        except (TypeError, ValueError) as exc:
-            print(f"rank {env.rank}: error: {exc}", file=sys.stderr, flush=True)
-            return 2
-        trainer.fit()
-        return 0
-    except NonFiniteLoss as exc:
-        print(f"rank {env.rank}: error: {exc}", file=sys.stderr, flush=True)
-        if env.distributed:  # every rank has reported before any of them exits
-            torch.distributed.barrier()
-        return 3
+        return run_trainer(
+            lambda: Trainer(cfg, env, resume=args.resume, argv=command),
+            env.rank,
+            # every rank has reported before any of them exits
+            torch.distributed.barrier if env.distributed else None,
+        )
     finally:
         shutdown()
 
