@@ -120,6 +120,20 @@ def test_resume_equals_uninterrupted_run(single, tmp_path, capsys):
     assert "already holds checkpoints" in capsys.readouterr().err
 
 
+def test_stopped_run_resumes_to_the_uninterrupted_run(single, tmp_path):
+    """A run really stopped mid-way (the NaN guard ends it at step 3, after the step-2
+    checkpoint) and resumed without the NaN ends at the uninterrupted run's state."""
+    run_dir = str(tmp_path / "run")
+    args = [*TINY, "run.device=cpu", f"run.dir={run_dir}"]
+    assert cupy_nccl.main([*args, "debug.nan_at_step=3"]) == 3
+    assert cupy_nccl.main([*args, "--resume", "auto"]) == 0
+    final, ref = _final(run_dir), _final(single)
+    for name, value in ref.items():
+        if name != "train_time":
+            np.testing.assert_array_equal(final[name], value, err_msg=name)
+    assert without_timing(read_records(run_dir)) == without_timing(read_records(single))
+
+
 def test_digits_smoke_pretraining(tmp_path):
     """The digits demo shortened to 8 epochs: losses fall, SIGReg falls, the probe learns,
     plots and summary are written."""
@@ -172,6 +186,23 @@ def test_isotropic_projector_on_precomputed_features(tmp_path):
     assert before < 7.0 and evals[-1]["effective_rank"] > 1.6 * before  # of 16
     assert np.mean(sig[-10:]) < 0.3 * sig[0]
     assert "probe_acc" not in evals[-1]  # unlabelled: no probe
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"features": np.zeros((10, 2, 2))}, "features must be floats of shape (N, D)"),
+        ({"features": np.full((10, 2), np.nan)}, "features must be finite"),
+        ({"features": np.zeros((10, 2)), "labels": np.zeros(9, int)}, "labels must be integers"),
+    ],
+)
+def test_bad_feature_files(tmp_path, arrays, message):
+    from trainers.vector_data import load_vectors
+
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_vectors(f"npz:{path}", test_fraction=0.2, split_seed=0)
 
 
 @pytest.mark.parametrize(
