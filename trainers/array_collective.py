@@ -39,11 +39,12 @@ class GlooCollective:
         return tensor.numpy()
 
 
-def cupy_usable() -> bool:
-    """Whether ``cupy`` imports and can allocate on a CUDA device."""
+def cupy_usable(gpu: int = 0) -> bool:
+    """Whether ``cupy`` imports and can allocate on CUDA device ``gpu``."""
     try:
         cupy = importlib.import_module("cupy")
-        cupy.zeros(1)
+        with cupy.cuda.Device(gpu):
+            cupy.zeros(1)
     except Exception:  # noqa: BLE001 (ImportError, CUDARuntimeError, driver errors...)
         return False
     return True
@@ -71,8 +72,8 @@ def array_backend(device: str, local_rank: int) -> tuple[Any, str]:
     ValueError
         ``device="cuda"`` but cupy cannot allocate on a GPU.
     """
-    use_cuda = cupy_usable() if device == "auto" else device == "cuda"
-    if use_cuda and device == "cuda" and not cupy_usable():
+    use_cuda = cupy_usable(local_rank) if device == "auto" else device == "cuda"
+    if use_cuda and device == "cuda" and not cupy_usable(local_rank):
         raise ValueError("run.device is 'cuda' but cupy cannot allocate on a CUDA device")
     if use_cuda:
         importlib.import_module("cupy").cuda.Device(local_rank).use()

@@ -218,6 +218,12 @@ def test_rejected_options(tmp_path, capsys, override, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.skipif(cupy_usable(), reason="a usable GPU is present")
+def test_cuda_without_a_usable_gpu_is_refused(tmp_path, capsys):
+    assert cupy_nccl.main([*TINY, f"run.dir={tmp_path}", "run.device=cuda"]) == 2
+    assert "cupy cannot allocate on a CUDA device" in capsys.readouterr().err
+
+
 def test_range_checked_vector_options(capsys):
     with pytest.raises(SystemExit) as info:
         cupy_nccl.main(["vector.mask_p=1.5"])
