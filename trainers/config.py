@@ -36,6 +36,7 @@ __all__ = [
     "OptimConfig",
     "RunConfig",
     "TrainConfig",
+    "VectorConfig",
     "ViewsConfig",
     "config_from_dict",
     "config_parser",
@@ -111,6 +112,22 @@ class ViewsConfig:
 
 
 @dataclass
+class VectorConfig:
+    """Views of feature vectors and flattened images (trainers.cupy_nccl only)."""
+
+    mask_p: float = _opt(
+        0.0, "probability of masking (zeroing) each standardised feature", ge=0.0, le=0.95
+    )
+    noise_std: float = _opt(0.0, "std of the Gaussian noise added to standardised features", ge=0.0)
+    mix: float = _opt(
+        0.0,
+        "mixing: x <- (1 - a) x + a x' with a random training sample x' and a ~ U(0, mix)",
+        ge=0.0,
+        le=0.5,
+    )
+
+
+@dataclass
 class AugmentConfig:
     """Per-view photometric augmentations (colour operations are skipped on 1-channel data)."""
 
@@ -140,6 +157,12 @@ class ModelConfig:
         "no download), e.g. resnet18, vit_small_patch16_224, convnext_atto",
     )
     width: int = _opt(32, "smallcnn only: channels of the first stage", ge=1)
+    encoder_dims: tuple[int, ...] = _opt(
+        (256, 256),
+        "mlp only (trainers.cupy_nccl): widths of the MLP encoder's Linear-LayerNorm-ReLU "
+        "layers; the last is the feature dimension",
+        ge=1,
+    )
     timm_kwargs: dict[str, Any] = _opt(
         {}, "extra keyword arguments for timm.create_model, e.g. {patch_size: 4}"
     )
@@ -213,9 +236,9 @@ class RunConfig:
     )
     precision: str = _opt(
         "auto",
-        "'auto' (bf16 on cuda, fp32 on cpu), 'fp32', 'bf16' or "
-        "'fp16' (autocast; fp16 uses a gradient scaler)",
-        choices=("auto", "fp32", "bf16", "fp16"),
+        "'auto' (torch: bf16 on cuda, fp32 on cpu; cupy_nccl: fp32), 'fp32', 'bf16' or "
+        "'fp16' (torch autocast; fp16 uses a gradient scaler), 'fp64' (cupy_nccl only)",
+        choices=("auto", "fp32", "bf16", "fp16", "fp64"),
     )
     deterministic: bool = _opt(False, "torch.use_deterministic_algorithms(True)")
     threads: int | None = _opt(
@@ -248,6 +271,7 @@ class TrainConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     views: ViewsConfig = field(default_factory=ViewsConfig)
+    vector: VectorConfig = field(default_factory=VectorConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

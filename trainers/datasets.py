@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageDataset", "load_dataset", "split_indices"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageDataset", "check_labels", "load_dataset", "split_indices"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -176,7 +176,9 @@ def _to_float_nchw(images: np.ndarray, source: str) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
-def _check_labels(labels: np.ndarray, n: int, source: str) -> tuple[np.ndarray, int]:
+def check_labels(labels: np.ndarray, n: int, source: str) -> tuple[np.ndarray, int]:
+    """``labels`` as ``int64`` and the number of classes, or ``ValueError`` (naming
+    ``source``) unless they are ``n`` non-negative integers."""
     if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(
             f"{source}: labels must be integers of shape ({n},), got {labels.dtype} {labels.shape}"
@@ -194,7 +196,7 @@ def _npz(path: str) -> tuple[np.ndarray, np.ndarray | None, int]:
         images = _to_float_nchw(data["images"], source)
         if "labels" not in data:
             return images, None, 0
-        labels, num_classes = _check_labels(data["labels"], len(images), source)
+        labels, num_classes = check_labels(data["labels"], len(images), source)
     return images, labels, num_classes
 
 

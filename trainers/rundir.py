@@ -5,7 +5,7 @@ Framework-free, shared by every trainer. Layout of a run directory::
     config.yaml          the resolved configuration
     run_info.json        git SHA, command line, world size, library versions
     metrics.jsonl        training and evaluation records (trainers.metrics)
-    ckpt_00000042.pt     checkpoints, named by optimiser step
+    ckpt_00000042.pt     checkpoints, named by optimiser step (.npz: array trainer)
     *.png                plots (trainers.plots)
 
 Every file that a crash must not leave half-written goes through :func:`atomic_write`: a
@@ -36,8 +36,6 @@ __all__ = [
     "write_config",
     "write_run_info",
 ]
-
-_CKPT = re.compile(r"^ckpt_(\d{8})\.pt$")
 
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
@@ -74,32 +72,35 @@ def atomic_write_text(path: str, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
-def checkpoint_path(run_dir: str, step: int) -> str:
-    """Path of the checkpoint taken after optimiser step ``step``."""
-    return os.path.join(run_dir, f"ckpt_{step:08d}.pt")
+def checkpoint_path(run_dir: str, step: int, ext: str = ".pt") -> str:
+    """Path of the checkpoint taken after optimiser step ``step`` (file extension ``ext``:
+    ``.pt`` for torch checkpoints, ``.npz`` for the array trainer's)."""
+    return os.path.join(run_dir, f"ckpt_{step:08d}{ext}")
 
 
-def list_checkpoints(run_dir: str) -> list[tuple[int, str]]:
-    """``(step, path)`` of the checkpoints in ``run_dir``, oldest first (temp files ignored)."""
+def list_checkpoints(run_dir: str, ext: str = ".pt") -> list[tuple[int, str]]:
+    """``(step, path)`` of the ``ext`` checkpoints in ``run_dir``, oldest first (temp files
+    ignored)."""
     if not os.path.isdir(run_dir):
         return []
+    pattern = re.compile(r"^ckpt_(\d{8})" + re.escape(ext) + "$")
     found = []
     for name in os.listdir(run_dir):
-        match = _CKPT.match(name)
+        match = pattern.match(name)
         if match:
             found.append((int(match.group(1)), os.path.join(run_dir, name)))
     return sorted(found)
 
 
-def latest_checkpoint(run_dir: str) -> str | None:
-    """Path of the checkpoint with the highest step in ``run_dir``, or ``None``."""
-    found = list_checkpoints(run_dir)
+def latest_checkpoint(run_dir: str, ext: str = ".pt") -> str | None:
+    """Path of the ``ext`` checkpoint with the highest step in ``run_dir``, or ``None``."""
+    found = list_checkpoints(run_dir, ext)
     return found[-1][1] if found else None
 
 
-def prune_checkpoints(run_dir: str, keep: int) -> None:
-    """Delete all but the ``keep`` most recent checkpoints."""
-    for _, path in list_checkpoints(run_dir)[:-keep]:
+def prune_checkpoints(run_dir: str, keep: int, ext: str = ".pt") -> None:
+    """Delete all but the ``keep`` most recent ``ext`` checkpoints."""
+    for _, path in list_checkpoints(run_dir, ext)[:-keep]:
         os.unlink(path)
 
 

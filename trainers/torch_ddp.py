@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import random
 import sys
 import time
@@ -48,57 +47,36 @@ from trainers.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from trainers.config import (
-    TrainConfig,
-    config_from_dict,
-    config_parser,
-    config_to_dict,
-    diff_configs,
-    load_config,
-)
+from trainers.config import TrainConfig, config_to_dict
 from trainers.datasets import load_dataset
 from trainers.distributed import DistEnv, any_rank, gather_objects, setup, shutdown
 from trainers.features import extract
-from trainers.metrics import (
-    MetricsLog,
-    covariance_spectrum,
-    effective_rank,
-    knn_accuracy,
-    read_metrics,
+from trainers.loop import (
+    NonFiniteLoss,
+    RunLoop,
+    check_checkpoint_path,
+    check_resumable,
+    derive_seed,
+    eval_record,
+    nonfinite_message,
+    parse_trainer_args,
+    resolve_resume,
+    run_trainer,
+    start_run,
 )
+from trainers.metrics import MetricsLog
 from trainers.models import LeJEPANet, build_backbone
-from trainers.plots import plot_accuracy, plot_losses, plot_spectrum
 from trainers.sampler import EpochSampler
 from trainers.schedule import warmup_cosine
 
 __all__ = ["NonFiniteLoss", "Trainer", "configure_torch", "main"]
 
-RESUMABLE_CHANGES = frozenset(
-    {
-        "run.dir",
-        "run.progress",
-        "run.threads",
-        "run.log_every_steps",
-        "eval.batch_size",
-        "debug.nan_at_step",
-        "debug.nan_rank",
-    }
-)
-"""Options that may differ between a checkpoint's configuration and the resuming command."""
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss of an optimiser step was NaN or infinite on at least one rank."""
-
-
-def _seed(*parts: int) -> int:
-    """A 32-bit seed derived from integers (``numpy.random.SeedSequence``)."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
-
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp64":
+        raise ValueError("run.precision 'fp64' is supported by trainers.cupy_nccl only")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
@@ -118,7 +96,7 @@ def _param_groups(net: LeJEPANet, weight_decay: float) -> list[dict[str, Any]]:
     ]
 
 
-class Trainer:
+class Trainer(RunLoop):
     """Everything of one training run: data, network, loss, optimiser, state, logs.
 
     Parameters
@@ -174,8 +152,6 @@ class Trainer:
             world_size=env.world_size,
             seed=cfg.run.seed,
         )
-        self.steps_per_epoch = self.sampler.batches_per_epoch
-        self.total_steps = o.epochs * self.steps_per_epoch
 
         torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
         backbone = build_backbone(
@@ -210,14 +186,13 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(dev.type, enabled=self.amp_dtype == torch.float16)
         self.generator = torch.Generator(device=dev)
 
-        self.epoch = self.batch_in_epoch = self.step = 0
-        self.train_time = 0.0
+        self.is_main, self.has_probe = env.is_main, self.net.probe is not None
         self.metrics = MetricsLog(os.path.join(cfg.run.dir, "metrics.jsonl"))
         # the global RNGs are not used by this trainer's own randomness (explicit seeds and
         # generators); they are seeded per rank for any library code that draws from them
-        torch.manual_seed(_seed(cfg.run.seed, env.rank, 1))
-        np.random.seed(_seed(cfg.run.seed, env.rank, 2))  # noqa: NPY002
-        random.seed(_seed(cfg.run.seed, env.rank, 3))
+        torch.manual_seed(derive_seed(cfg.run.seed, env.rank, 1))
+        np.random.seed(derive_seed(cfg.run.seed, env.rank, 2))  # noqa: NPY002
+        random.seed(derive_seed(cfg.run.seed, env.rank, 3))
         if checkpoint is None:
             self._start_run(argv)
         else:
@@ -233,56 +208,27 @@ class Trainer:
         """The checkpoint to resume from (rank 0 decides for all), or None for a new run."""
         run_dir = self.cfg.run.dir
         latest = rundir.latest_checkpoint(run_dir) if self.env.is_main else None
-        latest = gather_objects(latest, self.env)[0]
-        if resume == "auto":
-            return latest
-        if resume is None and latest is not None:
-            raise ValueError(
-                f"run.dir {run_dir!r} already holds checkpoints: pass --resume "
-                "auto to continue that run, or choose another run.dir"
-            )
-        return resume
+        return resolve_resume(resume, gather_objects(latest, self.env)[0], run_dir)
 
     def _start_run(self, argv: list[str]) -> None:
         """Create the run directory's config, provenance and empty metrics (rank 0)."""
-        run_dir = self.cfg.run.dir
         if self.env.is_main:
-            os.makedirs(run_dir, exist_ok=True)
-            self.metrics.truncate(0)
-            rundir.write_config(run_dir, config_to_dict(self.cfg))
-            rundir.write_run_info(
-                run_dir,
+            start_run(
+                self.cfg,
+                self.metrics,
                 {
-                    "git_sha": rundir.git_sha(os.path.dirname(os.path.abspath(__file__))),
                     "argv": argv,
                     "world_size": self.env.world_size,
                     "device": str(self.env.device),
                     "backend": torch.distributed.get_backend() if self.env.distributed else None,
-                    "python": platform.python_version(),
                     "torch": torch.__version__,
-                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 },
             )
 
     def _restore(self, path: str) -> None:
-        run_dir = self.cfg.run.dir
-        if not os.path.isfile(path):
-            raise ValueError(f"--resume {path!r}: no such checkpoint")
-        if os.path.realpath(os.path.dirname(path)) != os.path.realpath(run_dir):
-            raise ValueError(f"--resume {path!r}: the checkpoint must be in run.dir {run_dir!r}")
+        check_checkpoint_path(path, self.cfg.run.dir)
         state = load_checkpoint(path, self.env.device)
-        changed = set(diff_configs(self.cfg, config_from_dict(state["config"])))
-        if changed - RESUMABLE_CHANGES:
-            raise ValueError(
-                f"{path} was written with a different configuration "
-                f"({', '.join(sorted(changed - RESUMABLE_CHANGES))} differ); "
-                "resume with the run's own options (see its config.yaml)"
-            )
-        if state["world_size"] != self.env.world_size:
-            raise ValueError(
-                f"{path} was written by {state['world_size']} processes; resume "
-                f"with the same number (now {self.env.world_size})"
-            )
+        check_resumable(self.cfg, path, state["config"], state["world_size"], self.env.world_size)
         self.net.backbone.load_state_dict(state["backbone"])
         self.net.projector.load_state_dict(state["projector"])
         if self.net.probe is not None:
@@ -337,7 +283,7 @@ class Trainer:
         for micro, chunk in enumerate(np.split(indices, accum)):
             t0 = time.perf_counter()
             index = torch.from_numpy(chunk).to(env.device)
-            self.generator.manual_seed(_seed(cfg.run.seed, self.step, env.rank, micro))
+            self.generator.manual_seed(derive_seed(cfg.run.seed, self.step, env.rank, micro))
             global_views, local_views = self.multicrop(self.train_images[index], self.generator)
             self._sync()
             data_time += time.perf_counter() - t0
@@ -367,11 +313,7 @@ class Trainer:
                 / accum
             )
         if any_rank(not bool(torch.isfinite(totals[0])), env):
-            raise NonFiniteLoss(
-                f"non-finite loss at step {self.step + 1} (epoch {self.epoch + 1}); training "
-                f"stopped on every rank; last good checkpoint: "
-                f"{rundir.latest_checkpoint(cfg.run.dir) or 'none'}"
-            )
+            raise NonFiniteLoss(nonfinite_message(self.step + 1, self.epoch, cfg.run.dir))
         lr = self.scheduler.get_last_lr()[0]
         if cfg.optim.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
@@ -393,87 +335,6 @@ class Trainer:
             "step_time": time.perf_counter() - start,
         }
 
-    def fit(self) -> dict[str, Any]:
-        """Train to the end (from wherever the state is), evaluate, plot and summarise.
-
-        Returns
-        -------
-        dict
-            The summary record (also appended to ``metrics.jsonl`` on rank 0).
-
-        Raises
-        ------
-        NonFiniteLoss
-            A NaN or infinite loss on any rank.
-        """
-        cfg, env = self.cfg, self.env
-        wall_start = time.perf_counter()
-        global_batch = cfg.optim.batch_size
-        bar = None
-        if env.is_main and cfg.run.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=self.total_steps,
-                initial=self.step,
-                unit="step",
-                dynamic_ncols=True,
-                file=sys.stderr,
-            )
-        window: list[dict[str, Any]] = []
-        while self.epoch < cfg.optim.epochs:
-            self.net.train()
-            for indices in self.sampler.batches(self.epoch, self.batch_in_epoch):
-                stats = self._train_step(indices)
-                self.batch_in_epoch += 1
-                self.train_time += stats["step_time"]
-                window.append(stats)
-                end_of_epoch = self.batch_in_epoch == self.steps_per_epoch
-                if self.step % cfg.run.log_every_steps == 0 or end_of_epoch:
-                    step_time = sum(s["step_time"] for s in window)
-                    record = {
-                        "kind": "train",
-                        "step": self.step,
-                        "epoch": self.epoch + self.batch_in_epoch / self.steps_per_epoch,
-                        **{k: stats[k] for k in ("loss", "prediction", "sigreg", "lr")},
-                        "imgs_per_s": global_batch * len(window) / step_time,
-                        "data_time": sum(s["data_time"] for s in window) / len(window),
-                        "step_time": step_time / len(window),
-                    }
-                    if self.net.probe is not None:
-                        record["probe_loss"] = stats["probe_loss"]
-                    window.clear()
-                    if env.is_main:
-                        self.metrics.append(record)
-                        if bar is not None:
-                            bar.set_postfix(
-                                loss=f"{record['loss']:.4f}",
-                                imgs_s=f"{record['imgs_per_s']:.0f}",
-                                data=f"{record['data_time'] / record['step_time']:.0%}",
-                            )
-                if bar is not None:
-                    bar.update(1)
-                every = cfg.run.ckpt_every_steps
-                if every and self.step % every == 0 and not end_of_epoch:
-                    self.save()
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-            if self.epoch % cfg.eval.every_epochs == 0 or self.epoch == cfg.optim.epochs:
-                record = self.evaluate()
-                if env.is_main:
-                    self.metrics.append(record)
-                    message = ", ".join(
-                        f"{k} {v:.4f}"
-                        for k, v in record.items()
-                        if k not in ("kind", "epoch", "step")
-                    )
-                    (bar.write if bar is not None else print)(
-                        f"epoch {self.epoch}/{cfg.optim.epochs}: {message}"
-                    )
-            self.save()
-        if bar is not None:
-            bar.close()
-        return self._finish(time.perf_counter() - wall_start)
-
     # ---------------------------------------------------------------- evaluation
     def _features(self, images: torch.Tensor, head: str) -> torch.Tensor:
         """Backbone features (``head="backbone"``) or projector embeddings of eval views."""
@@ -491,69 +352,29 @@ class Trainer:
     def evaluate(self) -> dict[str, Any]:
         """Test-split metrics: online probe and k-NN accuracy (labelled data), effective rank
         of the embedding covariance. A collective: every rank must call."""
-        cfg, data = self.cfg, self.data
         self.net.eval()
-        record: dict[str, Any] = {"kind": "eval", "epoch": self.epoch, "step": self.step}
         test_features = self._features(self.test_images, "backbone")
+        features = predicted = None
         if self.net.probe is not None:
             train_features = self._features(self.train_images, "backbone")
             predicted = self.net.probe(test_features).argmax(dim=1).cpu().numpy()
-            record["probe_acc"] = float(np.mean(predicted == data.test_labels))
-            record["knn_acc"] = knn_accuracy(
-                train_features.cpu().numpy(),
-                data.train_labels,
-                test_features.cpu().numpy(),
-                data.test_labels,
-                num_classes=data.num_classes,
-                k=cfg.eval.knn_k,
-                temperature=cfg.eval.knn_temperature,
-            )
+            features = (train_features.cpu().numpy(), test_features.cpu().numpy())
         embeddings = self.net.projector(test_features).float().cpu().numpy()
-        record["effective_rank"] = effective_rank(covariance_spectrum(embeddings))
         self.net.train()
-        return record
+        return eval_record(
+            self.cfg,
+            self.data,
+            epoch=self.epoch,
+            step=self.step,
+            embeddings=embeddings,
+            features=features,
+            probe_predictions=predicted,
+        )
 
-    def _finish(self, wall_time: float) -> dict[str, Any]:
-        """Spectrum, plots and the summary record (rank 0 writes them)."""
+    @torch.no_grad()
+    def _test_embeddings(self) -> np.ndarray:
         self.net.eval()
-        with torch.no_grad():
-            embeddings = self._features(self.test_images, "projector").cpu().numpy()
-        spectrum = covariance_spectrum(embeddings)
-        records = read_metrics(self.metrics.path)
-        train = [r for r in records if r["kind"] == "train"]
-        evals = [r for r in records if r["kind"] == "eval"]
-        images = self.step * self.cfg.optim.batch_size
-        summary: dict[str, Any] = {
-            "kind": "summary",
-            "step": self.step,
-            "epochs": self.epoch,
-            "wall_time": wall_time,
-            "train_time": self.train_time,
-            "imgs_per_s": images / self.train_time if self.train_time > 0 else 0.0,
-            "data_time_fraction": (
-                sum(r["data_time"] for r in train) / max(sum(r["step_time"] for r in train), 1e-12)
-            ),
-            "effective_rank": effective_rank(spectrum),
-        }
-        for key in ("probe_acc", "knn_acc"):
-            if evals and key in evals[-1]:
-                summary[key] = evals[-1][key]
-        if self.env.is_main:
-            self.metrics.append(summary)
-            run_dir = self.cfg.run.dir
-            plot_losses(records, os.path.join(run_dir, "loss.png"))
-            if self.net.probe is not None:
-                plot_accuracy(records, os.path.join(run_dir, "accuracy.png"))
-            plot_spectrum(spectrum, os.path.join(run_dir, "spectrum.png"))
-            print(
-                " ".join(
-                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in summary.items()
-                    if k != "kind"
-                ),
-                flush=True,
-            )
-        return summary
+        return self._features(self.test_images, "projector").cpu().numpy()
 
 
 def configure_torch(cfg: TrainConfig) -> None:
@@ -567,39 +388,21 @@ def configure_torch(cfg: TrainConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0, 2 or 3)."""
-    parser = config_parser("python -m trainers.torch_ddp", __doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--resume",
-        metavar="auto|CKPT",
-        help="continue a run: 'auto' takes the latest checkpoint in run.dir "
-        "(and starts afresh if there is none), or give the path of a checkpoint in run.dir; "
-        "repeat the run's options (a few, e.g. run.progress and debug.*, may change)",
-    )
-    args = parser.parse_intermixed_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except (OSError, TypeError, ValueError) as exc:
-        parser.error(str(exc))
+    prog, description = "python -m trainers.torch_ddp", __doc__.split("\n\n")[0]
+    parser, args, cfg = parse_trainer_args(prog, description, argv)
     configure_torch(cfg)
     try:
         env = setup(cfg.run.device)
     except ValueError as exc:
         parser.error(str(exc))
+    command = sys.argv if argv is None else list(argv)
     try:
-        try:
-            trainer = Trainer(
-                cfg, env, resume=args.resume, argv=sys.argv if argv is None else list(argv)
-            )
-        except (TypeError, ValueError) as exc:
-            print(f"rank {env.rank}: error: {exc}", file=sys.stderr, flush=True)
-            return 2
-        trainer.fit()
-        return 0
-    except NonFiniteLoss as exc:
-        print(f"rank {env.rank}: error: {exc}", file=sys.stderr, flush=True)
-        if env.distributed:  # every rank has reported before any of them exits
-            torch.distributed.barrier()
-        return 3
+        return run_trainer(
+            lambda: Trainer(cfg, env, resume=args.resume, argv=command),
+            env.rank,
+            # every rank has reported before any of them exits
+            torch.distributed.barrier if env.distributed else None,
+        )
     finally:
         shutdown()
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
+from run_helpers import ROOT, free_port, read_records, subprocess_env, without_timing
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
@@ -24,7 +24,6 @@ pytest.importorskip("sklearn")
 yaml = pytest.importorskip("yaml")
 from filelock import FileLock  # noqa: E402  (a torch dependency)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT = 240
 TINY = {
     "views": {"n_global": 2, "n_local": 2, "global_size": 8, "local_size": 4},
@@ -41,13 +40,6 @@ TINY = {
         "log_every_steps": 1,
     },
 }
-TIMING = {"imgs_per_s", "data_time", "step_time", "wall_time", "train_time", "data_time_fraction"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _write_config(folder) -> str:
@@ -65,33 +57,17 @@ def _command(nproc: int | None, *args: str) -> list[str]:
         "-m",
         "torch.distributed.run",
         f"--nproc_per_node={nproc}",
-        f"--master_port={_free_port()}",
+        f"--master_port={free_port()}",
         "-m",
         "trainers.torch_ddp",
         *args,
     ]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    env.pop("RANK", None)
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
 def _run(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT
+        cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT
     )
-
-
-def _records(run_dir: str) -> list[dict]:
-    with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
-        return [json.loads(line) for line in fh]
-
-
-def _without_timing(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
 
 
 def _checkpoints(run_dir: str) -> list[str]:
@@ -124,7 +100,7 @@ def reference(tmp_path_factory):
 def test_two_process_smoke_run(reference):
     run_dir, _, result = reference
     assert result["returncode"] == 0, result["stderr"][-4000:]
-    records = _records(run_dir)
+    records = read_records(run_dir)
     train = [r for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
     steps_per_epoch = 1438 // 128
@@ -208,7 +184,7 @@ def test_kill9_then_resume_auto_matches_uninterrupted_run(reference, tmp_path):
     proc = subprocess.Popen(
         _command(2, *args),
         cwd=ROOT,
-        env=_env(),
+        env=subprocess_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -229,12 +205,12 @@ def test_kill9_then_resume_auto_matches_uninterrupted_run(reference, tmp_path):
             proc.kill()
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    records = _records(run_dir)
+    records = read_records(run_dir)
     assert not any(r["kind"] == "summary" for r in records)
 
     resumed = _run(_command(2, *args, "--resume", "auto"))
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    assert _without_timing(_records(run_dir)) == _without_timing(_records(ref_dir))
+    assert without_timing(read_records(run_dir)) == without_timing(read_records(ref_dir))
 
 
 def test_nan_guard_stops_every_rank_and_keeps_last_good_checkpoint(reference, tmp_path):
@@ -260,7 +236,7 @@ def test_nan_guard_stops_every_rank_and_keeps_last_good_checkpoint(reference, tm
     state = torch.load(os.path.join(run_dir, "ckpt_00000008.pt"), weights_only=True)
     assert state["step"] == 8
     assert f"last good checkpoint: {os.path.join(run_dir, 'ckpt_00000008.pt')}" in output
-    assert max(r["step"] for r in _records(run_dir)) == 9
+    assert max(r["step"] for r in read_records(run_dir)) == 9
 
 
 def test_single_process_run_and_linear_eval(reference, tmp_path, capsys):
