@@ -7,6 +7,7 @@ framework is imported by ``import sigreg``.
 
 from sigreg.collective import Collective
 from sigreg.directions import sample_directions
+from sigreg.gof import EppsPulleyResult, epps_pulley_test
 from sigreg.lejepa import LeJEPALoss, lejepa_loss, lejepa_loss_vjp
 from sigreg.quadrature import null_expectation, trapezoid_rule
 from sigreg.sliced import sigreg, sliced_epps_pulley, sliced_epps_pulley_vjp
@@ -14,8 +15,10 @@ from sigreg.univariate import epps_pulley, epps_pulley_vjp
 
 __all__ = [
     "Collective",
+    "EppsPulleyResult",
     "LeJEPALoss",
     "epps_pulley",
+    "epps_pulley_test",
     "epps_pulley_vjp",
     "lejepa_loss",
     "lejepa_loss_vjp",

@@ -20,10 +20,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sigreg._namespace import is_traced
+import numpy as np
+
+from sigreg._namespace import device_of, is_traced
 
 SQRT_2PI = math.sqrt(2.0 * math.pi)
 PAIR_BUDGET = 1 << 22  # elements of one (..., block, N) kernel block
+SERIES_CHUNK = 1 << 15  # samples per cache-resident chunk of the series
 
 
 def _block_rows(z: Any) -> int:
@@ -79,22 +82,30 @@ def series_pair_sum(xp: Any, x: Any, q: Any, terms: int, half_range: float) -> A
 
     ``P = sum_m (c_m S_m)^2``, ``S_m = sum_j u_j^m exp(-x_j^2/2)`` with ``u = x / a``,
     ``c_m = a^m / sqrt(m!)`` (the scaling keeps every power in range) and ``q`` holding
-    ``exp(-x^2/2)``. Even and odd orders share one running power ``u^(2k) exp(-x^2/2)``.
+    ``exp(-x^2/2)``. Even and odd orders share one running power ``u^(2k) exp(-x^2/2)``;
+    the samples are processed in cache-sized chunks, all orders per chunk.
     """
     a = half_range if half_range > 0 else 1.0
-    u = x / a
-    u2 = u * u
-    total = None
-    for m in range(0, terms, 2):
-        even = math.exp(m * math.log(a) - 0.5 * math.lgamma(m + 1)) * xp.sum(q, axis=-1)
-        part = even * even
-        if m + 1 < terms:
-            odd = math.exp((m + 1) * math.log(a) - 0.5 * math.lgamma(m + 2))
-            odd = odd * xp.sum(u * q, axis=-1)
-            part = part + odd * odd
-        total = part if total is None else total + part
-        q = q * u2
-    return total
+    orders = np.arange(terms)
+    coef = np.exp(orders * math.log(a) - 0.5 * np.array([math.lgamma(m + 1.0) for m in orders]))
+    coef = xp.asarray(coef, dtype=x.dtype, device=device_of(x))
+    n = x.shape[-1]
+    chunk = max(1, SERIES_CHUNK // max(1, math.prod(x.shape[:-1])))
+    sums = None
+    for start in range(0, n, chunk):
+        u = x[..., start : start + chunk] / a
+        u2 = u * u
+        power = q[..., start : start + chunk]
+        parts = []
+        for m in range(0, terms, 2):
+            parts.append(xp.sum(power, axis=-1))
+            if m + 1 < terms:
+                parts.append(xp.vecdot(u, power, axis=-1))
+                power = power * u2
+        block = xp.stack(parts, axis=-1)
+        sums = block if sums is None else sums + block
+    scaled = sums * coef
+    return xp.sum(scaled * scaled, axis=-1)
 
 
 def fast_pair_sum(xp: Any, z: Any) -> Any:
