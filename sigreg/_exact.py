@@ -93,9 +93,10 @@ def series_pair_sum(xp: Any, x: Any, q: Any, terms: int, half_range: float) -> A
     chunk = max(1, SERIES_CHUNK // max(1, math.prod(x.shape[:-1])))
     sums = None
     for start in range(0, n, chunk):
-        u = x[..., start : start + chunk] / a
+        stop = min(start + chunk, n)
+        u = x[..., start:stop] / a
         u2 = u * u
-        power = q[..., start : start + chunk]
+        power = q[..., start:stop]
         parts = []
         for m in range(0, terms, 2):
             parts.append(xp.sum(power, axis=-1))
@@ -112,7 +113,8 @@ def fast_pair_sum(xp: Any, z: Any) -> Any:
     """The pair sum by the cheaper exact method (see the module docstring).
 
     The series runs on samples centred at their mid-range, only if ``a^2 < -log(tiny)``
-    (``a`` the half range) so that ``exp(-x^2/2)`` keeps full precision.
+    (``a`` the half range, ``tiny`` the smallest normal number) so that ``exp(-x^2/2)``
+    keeps full precision.
     """
     n = z.shape[-1]
     if n < 64 or is_traced(z):
@@ -120,7 +122,7 @@ def fast_pair_sum(xp: Any, z: Any) -> Any:
     hi, lo = xp.max(z, axis=-1), xp.min(z, axis=-1)
     half_range = float(xp.max((hi - lo) / 2.0))
     finfo = xp.finfo(z.dtype)
-    if not half_range * half_range < -math.log(float(finfo.tiny)):  # also catches NaN/inf
+    if not half_range * half_range < -math.log(float(finfo.smallest_normal)):  # NaN, inf too
         return pair_sum(xp, z)
     x = z - xp.expand_dims((hi + lo) / 2.0, axis=-1)
     q = xp.exp(-0.5 * (x * x))
