@@ -24,12 +24,11 @@ import numpy as np
 KINDS = ("simple", "composite")
 GAUSS_HERMITE_NODES = 80  # eigenvalues converge to ~1e-16 by 80 nodes (checked in the tests)
 _PANEL_NODES, _PANELS, _STRETCH = 16, 120, 30.0  # contour rule: t in [0, 30], 120 panels
-_LOWEST_LEVEL = -14  # contours exist for q_0 = 2^-14 ... (smaller q: P = 1 to rounding)
+_LOWEST_LEVEL = -14  # contours for q_0 = 2^-14 ...; below, P = 1 (error < 1e-9)
 
 # Henze (1990): T* = (T - 0.365/N + 1.34/N^2)(1 + 1.3/N) is approximately Johnson S_B with
 # Z = gamma + delta log((T* - xi) / (xi + lam - T*)) standard normal.
 _HENZE_GAMMA, _HENZE_DELTA, _HENZE_LAMBDA, _HENZE_XI = 3.55295, 1.23062, 2.26664, -0.020682
-
 
 def _kernel(kind: str, s: np.ndarray, t: np.ndarray) -> np.ndarray:
     product = np.exp(-0.5 * (s * s + t * t))
@@ -37,7 +36,6 @@ def _kernel(kind: str, s: np.ndarray, t: np.ndarray) -> np.ndarray:
     if kind == "composite":
         k = k - product * (s * t + 0.5 * (s * t) ** 2)
     return k
-
 
 @functools.lru_cache(maxsize=None)
 def eigenvalues(kind: str) -> np.ndarray:
@@ -54,7 +52,6 @@ def eigenvalues(kind: str) -> np.ndarray:
     lam = lam[lam > 1e-15].copy()
     lam.flags.writeable = False
     return lam
-
 
 def _saddle_point(lam: np.ndarray, q: float) -> float:
     """The root ``c`` in ``(0, 1/(2 lam_1))`` of ``K'(c) - 1/c = q`` (bisection).
@@ -73,7 +70,6 @@ def _saddle_point(lam: np.ndarray, q: float) -> float:
         if hi - lo <= 1e-15 * hi:
             break
     return 0.5 * (lo + hi)
-
 
 @functools.lru_cache(maxsize=None)
 def _contour(kind: str, level: int) -> tuple[np.ndarray, np.ndarray]:
@@ -106,20 +102,21 @@ def _contour(kind: str, level: int) -> tuple[np.ndarray, np.ndarray]:
     g = np.exp(log_m) / s * (1.0 - 2j * bend * y) * (sigma * np.exp(t) * dt) / math.pi
     return s, g
 
-
 def limit_sf(kind: str, q: np.ndarray) -> np.ndarray:
     """``P(sum_k lam_k chi2_1 > q)`` for the limiting law of ``kind`` (NaN stays NaN).
 
     Gil-Pelaez/Imhof inversion, written as a Bromwich integral on a steepest-descent contour
-    (:func:`_contour`): relative accuracy about ``1e-9`` from ``q ~ 0`` far into the tail
-    (``P`` down to ``1e-300``), ``1`` for ``q <= 0``, ``0`` where ``P`` underflows.
+    (:func:`_contour`): absolute error below ``1e-8`` (``1e-9`` near ``P = 1``), relative error
+    about ``1e-7`` or better far into the tail (``P`` down to ``1e-300``); ``1`` for
+    ``q <= 2^-14``, ``0`` where ``P`` underflows.
     """
     q = np.asarray(q, dtype=np.float64)
     out = np.full(q.shape, np.nan)
     top = 1400.0 * eigenvalues(kind)[0]  # P(Q > top) < exp(-700)
-    out[q <= 0.0] = 1.0
+    bottom = 2.0**_LOWEST_LEVEL  # P(Q <= bottom) < 1e-9, the absolute accuracy near q = 0
+    out[q <= bottom] = 1.0
     out[q >= top] = 0.0
-    inside = (q > 0.0) & (q < top)
+    inside = (q > bottom) & (q < top)
     values = q[inside]
     levels = np.maximum(_LOWEST_LEVEL, np.round(np.log2(values))).astype(int)
     result = np.empty_like(values)
@@ -131,7 +128,6 @@ def limit_sf(kind: str, q: np.ndarray) -> np.ndarray:
             result[idx] = np.real(np.exp(-values[idx, None] * s[None, :]) @ g)
     out[inside] = result
     return np.clip(out, 0.0, 1.0)
-
 
 def henze_sf(statistic: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Henze's (1990) approximate p-value of the composite test, from ``EP = sqrt(2 pi) T``.
