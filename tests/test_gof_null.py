@@ -51,7 +51,7 @@ def _imhof_scipy(lam, q):
 def test_limit_sf_matches_scipy_imhof(kind):
     pytest.importorskip("scipy")
     lam = nd.eigenvalues(kind)
-    qs = np.array([0.01, 0.1, 0.3, 0.7, 1.0, 2.0, 3.5])
+    qs = np.array([0.05, 0.3, 1.0, 3.0])
     got = nd.limit_sf(kind, qs)
     ref = np.array([_imhof_scipy(lam, q) for q in qs])
     np.testing.assert_allclose(got, ref, rtol=0, atol=5e-9)
