@@ -65,7 +65,7 @@ def main() -> None:
         for row, rates in rejection_rates(n, args.reps, args.seed).items():
             cells = [
                 f"{r:.4f}" + (" (!)" if abs(r - a) > 3 * s else "")
-                for r, a, s in zip(rates, ALPHAS, se)
+                for r, a, s in zip(rates, ALPHAS, se, strict=True)
             ]
             default = row == "simple / limit" or (row == "composite / Henze") == (n < HENZE_BELOW)
             mark = "yes" if default else ""

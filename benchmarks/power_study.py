@@ -107,8 +107,10 @@ def main() -> None:
         for name, draw in rows:
             rng = np.random.default_rng([args.seed, n, len(name)])
             rates = power(draw(rng, (n, args.reps)))
-            print(f"| {name} | {n} | " + " | ".join(f"{rates[k]:.3f}" for k in ORDER) + " |",
-                  flush=True)
+            print(
+                f"| {name} | {n} | " + " | ".join(f"{rates[k]:.3f}" for k in ORDER) + " |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ _LOWEST_LEVEL = -14  # contours for q_0 = 2^-14 ...; below, P = 1 (error < 1e-9)
 # Z = gamma + delta log((T* - xi) / (xi + lam - T*)) standard normal.
 _HENZE_GAMMA, _HENZE_DELTA, _HENZE_LAMBDA, _HENZE_XI = 3.55295, 1.23062, 2.26664, -0.020682
 
+
 def _kernel(kind: str, s: np.ndarray, t: np.ndarray) -> np.ndarray:
     product = np.exp(-0.5 * (s * s + t * t))
     k = np.exp(-0.5 * (s - t) ** 2) - product
@@ -37,7 +38,8 @@ def _kernel(kind: str, s: np.ndarray, t: np.ndarray) -> np.ndarray:
         k = k - product * (s * t + 0.5 * (s * t) ** 2)
     return k
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def eigenvalues(kind: str) -> np.ndarray:
     """Positive eigenvalues (descending) of the null covariance operator of ``kind``.
 
@@ -52,6 +54,7 @@ def eigenvalues(kind: str) -> np.ndarray:
     lam = lam[lam > 1e-15].copy()
     lam.flags.writeable = False
     return lam
+
 
 def _saddle_point(lam: np.ndarray, q: float) -> float:
     """The root ``c`` in ``(0, 1/(2 lam_1))`` of ``K'(c) - 1/c = q`` (bisection).
@@ -71,7 +74,8 @@ def _saddle_point(lam: np.ndarray, q: float) -> float:
             break
     return 0.5 * (lo + hi)
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def _contour(kind: str, level: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes ``s_i`` and weights ``g_i`` with ``P(Q > q) = Re sum_i g_i exp(-s_i q)``.
 
@@ -102,6 +106,7 @@ def _contour(kind: str, level: int) -> tuple[np.ndarray, np.ndarray]:
     g = np.exp(log_m) / s * (1.0 - 2j * bend * y) * (sigma * np.exp(t) * dt) / math.pi
     return s, g
 
+
 def limit_sf(kind: str, q: np.ndarray) -> np.ndarray:
     """``P(sum_k lam_k chi2_1 > q)`` for the limiting law of ``kind`` (NaN stays NaN).
 
@@ -128,6 +133,7 @@ def limit_sf(kind: str, q: np.ndarray) -> np.ndarray:
             result[idx] = np.real(np.exp(-values[idx, None] * s[None, :]) @ g)
     out[inside] = result
     return np.clip(out, 0.0, 1.0)
+
 
 def henze_sf(statistic: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Henze's (1990) approximate p-value of the composite test, from ``EP = sqrt(2 pi) T``.

@@ -14,6 +14,7 @@ import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from sigreg import _null_distribution
 from sigreg._exact import exact_statistic
@@ -91,19 +92,13 @@ def null_statistics(
     n: int, n_resamples: int, generator: np.random.Generator, *, standardize: bool
 ) -> np.ndarray:
     """``n_resamples`` exact statistics of ``n`` standard normal samples (float64 NumPy)."""
-    npx = _numpy_namespace()
+    npx = array_namespace(np.empty(0))
     rows = max(1, _SIMULATION_BLOCK // n)
     parts = []
     for start in range(0, n_resamples, rows):
         draws = generator.standard_normal((min(rows, n_resamples - start), n))
         parts.append(np.asarray(_statistic(npx, npx.asarray(draws), standardize)[0]))
     return np.concatenate(parts)
-
-
-def _numpy_namespace() -> Any:
-    from array_api_compat import array_namespace
-
-    return array_namespace(np.empty(0))
 
 
 def _montecarlo_pvalues(
@@ -137,8 +132,10 @@ def asymptotic_pvalues(observed: np.ndarray, counts: np.ndarray, standardize: bo
     )
 
 
-def _row_statistics(xp, rows, standardize, minimum):
-    """Statistics of the rows of a 2-D array of equal length with NaN-free rows marked."""
+def _row_statistics(xp: Any, rows: Any, standardize: bool, minimum: int) -> Any:
+    """Statistics of the rows of a 2-D array: NaN for rows holding NaN and (composite test)
+    for constant rows, which also warn; ``None`` when the rows are shorter than ``minimum``.
+    """
     n = rows.shape[-1]
     if n < minimum:
         return None
@@ -195,8 +192,9 @@ def epps_pulley_test(
         ``"asymptotic"``: simple test — the limiting weighted chi-square law (eigenvalues of
         the covariance operator, inverted numerically); composite test — Henze's (1990)
         finite-``N`` corrected approximation for ``N < 100``, the limiting law from there
-        on. Both are calibrated from ``N = 8`` on (``docs/gof.md``). ``"montecarlo"``: ``n_resamples`` exact statistics of simulated
-        N(0, 1) samples of the same size, ``p = (#{null >= EP} + 1) / (n_resamples + 1)``.
+        on. Both are calibrated from ``N = 8`` on (``docs/gof.md``). ``"montecarlo"``:
+        ``n_resamples`` exact statistics of simulated N(0, 1) samples of the same size,
+        ``p = (#{null >= EP} + 1) / (n_resamples + 1)``.
     n_resamples : int, optional
         Number of simulated null samples (``method="montecarlo"`` only; default 9999).
     rng : numpy.random.Generator or int, optional
@@ -249,7 +247,7 @@ def epps_pulley_test(
     nan_policy = check_choice(nan_policy, "nan_policy", NAN_POLICIES)
     check_flag(keepdims, "keepdims")
     if method == "montecarlo":
-        n_resamples = check_int(
+        resamples = check_int(
             DEFAULT_RESAMPLES if n_resamples is None else n_resamples, "n_resamples", minimum=1
         )
         if rng is None:
@@ -258,8 +256,10 @@ def epps_pulley_test(
     elif n_resamples is not None or rng is not None:
         raise ValueError("n_resamples and rng are only used with method='montecarlo'")
     if is_traced(x):
-        raise TypeError("epps_pulley_test needs concrete values (p-values are computed on the "
-                        "host); it cannot run inside jax.jit")
+        raise TypeError(
+            "epps_pulley_test needs concrete values (p-values are computed on the "
+            "host); it cannot run inside jax.jit"
+        )
     z = xp.moveaxis(x, axis, -1)
     z = xp.astype(z, _compute_dtype(xp, z))
     if bool(xp.any(xp.isinf(z))):
@@ -296,7 +296,7 @@ def epps_pulley_test(
         )
     observed = np.asarray(_to_host(statistic), dtype=np.float64)
     if method == "montecarlo":
-        p = _montecarlo_pvalues(observed, count_array, n_resamples, generator, standardize)
+        p = _montecarlo_pvalues(observed, count_array, resamples, generator, standardize)
     else:
         p = asymptotic_pvalues(observed, count_array, standardize)
     pvalue = xp.asarray(p, dtype=z.dtype, device=dev)

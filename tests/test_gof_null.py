@@ -19,7 +19,9 @@ SQRT2PI = math.sqrt(2.0 * math.pi)
 LIMIT_MEAN = {"simple": O.EXACT_NULL_MEAN, "composite": SQRT2PI * (1.0 - math.sqrt(3.0) / 2.0)}
 LIMIT_VAR = {
     "simple": 4.0 * math.pi * (1 / math.sqrt(5) - 2 / math.sqrt(8) + 1 / 3),
-    "composite": 4.0 * math.pi * (1 / math.sqrt(5) - 2 * (1 + 1 / 8 + 11 / 128) / math.sqrt(8) + 1.25 / 3),
+    "composite": 4.0
+    * math.pi
+    * (1 / math.sqrt(5) - 2 * (1 + 1 / 8 + 11 / 128) / math.sqrt(8) + 5 / 12),
 }
 
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import oracles as O
 import pytest
-from helpers import assert_close, make, to64
+from helpers import make, to64
 
 from sigreg import _exact, epps_pulley, epps_pulley_test
 
