@@ -147,3 +147,37 @@ def test_exact_statistic_memory_is_linear():
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 120 * x.size, peak
+
+
+BOXED_CASES = {
+    "cauchy": lambda r: r.standard_cauchy(2000),
+    "t1.5": lambda r: 3.0 * r.standard_t(1.5, 2000),
+    "far_clusters": lambda r: np.where(r.random(2000) < 0.5, -40.0, 35.0) + r.standard_normal(2000),
+    "spread": lambda r: r.uniform(-500.0, 500.0, 2000),
+    "single_box": lambda r: r.standard_normal(300),
+}
+
+
+@pytest.mark.parametrize("case", list(BOXED_CASES))
+def test_boxed_pair_sum_equals_direct_sum(case):
+    x = BOXED_CASES[case](np.random.default_rng(38))
+    got = float(_exact.boxed_pair_sum(_np(), x))
+    ref = float(_direct_pairs(x))
+    assert abs(got - ref) <= 1e-13 * ref, (got, ref)
+
+
+def test_heavy_tails_at_large_n_use_the_boxes():
+    """N = 5000 Cauchy samples: the single series cannot, the boxes do, and they are exact."""
+    x = np.random.default_rng(39).standard_cauchy(5000)
+    got = float(_exact.fast_pair_sum(_np(), x))
+    assert got == float(_exact.boxed_pair_sum(_np(), x))
+    ref = float(_exact.pair_sum(_np(), x))
+    assert abs(got - ref) <= 1e-13 * ref
+
+
+def test_boxed_pair_sum_backends(xp, device, dtype):
+    x64 = np.random.default_rng(40).standard_t(1.2, 500) * 4.0
+    x = make(xp, device, x64, dtype)
+    got = _exact.boxed_pair_sum(xp, x)
+    r = 1e-12 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(to64(got), _direct_pairs(to64(x)), rtol=r)
