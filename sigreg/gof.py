@@ -192,7 +192,8 @@ def epps_pulley_test(
         ``"asymptotic"``: simple test — the limiting weighted chi-square law (eigenvalues of
         the covariance operator, inverted numerically); composite test — Henze's (1990)
         finite-``N`` corrected approximation for ``N < 100``, the limiting law from there
-        on. Both are calibrated from ``N = 8`` on (``docs/gof.md``). ``"montecarlo"``:
+        on. Both are calibrated from ``N = 8`` on (``docs/gof.md``; below ``N = 8`` the
+        approximations are unmeasured, prefer ``"montecarlo"`` there). ``"montecarlo"``:
         ``n_resamples`` exact statistics of simulated N(0, 1) samples of the same size,
         ``p = (#{null >= EP} + 1) / (n_resamples + 1)``.
     n_resamples : int, optional
