@@ -9,6 +9,7 @@ from sigreg._result import GoodnessOfFitResult
 from sigreg.collective import Collective
 from sigreg.directions import sample_directions
 from sigreg.edf import anderson_darling, cramer_von_mises, watson
+from sigreg.gof import epps_pulley_test
 from sigreg.lejepa import LeJEPALoss, lejepa_loss, lejepa_loss_vjp
 from sigreg.moments import extended_jarque_bera, mean_variance
 from sigreg.multivariate import henze_zirkler, henze_zirkler_test
@@ -24,6 +25,7 @@ __all__ = [
     "anderson_darling",
     "cramer_von_mises",
     "epps_pulley",
+    "epps_pulley_test",
     "epps_pulley_vjp",
     "extended_jarque_bera",
     "henze_zirkler",

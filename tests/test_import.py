@@ -30,13 +30,16 @@ def test_import_is_lazy():
 
 
 def test_numpy_call_stays_lazy():
-    """Using sigreg on NumPy arrays does not pull in other frameworks either."""
+    """Using sigreg on NumPy arrays does not pull in other frameworks (or SciPy) either."""
     code = (
         "import sys, numpy as np, sigreg; "
         "x = np.random.default_rng(0).standard_normal((16, 3)); "
         "sigreg.epps_pulley(x); sigreg.sigreg(x, num_slices=4); "
         "sigreg.epps_pulley_vjp(x)[1](np.ones(3)); "
-        "print([m for m in ('torch','jax','cupy','array_api_strict') if m in sys.modules])"
+        "sigreg.epps_pulley_test(x); sigreg.epps_pulley_test(x, standardize=False); "
+        "sigreg.epps_pulley_test(x, method='montecarlo', n_resamples=9, rng=0); "
+        "print([m for m in ('torch','jax','cupy','array_api_strict','scipy') "
+        "if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
