@@ -80,9 +80,14 @@ def namespace_of(x: Any, name: str) -> Any:
     try:
         return array_namespace(x)
     except TypeError as exc:
+        hint = (
+            " (pass backend='numpy' to convert a Python sequence)"
+            if isinstance(x, (list, tuple, int, float))
+            else ""
+        )
         raise TypeError(
             f"{name} must be an array of a supported namespace (numpy, torch, jax, cupy, "
-            f"array_api_strict), got {type(x).__name__}"
+            f"array_api_strict), got {type(x).__name__}{hint}"
         ) from exc
 
 

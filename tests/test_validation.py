@@ -295,3 +295,11 @@ def test_unknown_backend_name():
 def test_zero_dim_x(fname):
     with pytest.raises(ValueError, match=r"\baxis\b|\bx\b"):
         STAT_FUNCS[fname](np.asarray(1.0))
+
+
+def test_python_sequence_error_suggests_backend_and_backend_converts():
+    with pytest.raises(TypeError, match=r"x must be an array .* got list \(pass backend='numpy'"):
+        sigreg.epps_pulley_test([0.1, -1.2, 0.4, 2.0])
+    res = sigreg.epps_pulley_test([0.1, -1.2, 0.4, 2.0, -0.3], backend="numpy")
+    ref = sigreg.epps_pulley_test(np.array([0.1, -1.2, 0.4, 2.0, -0.3]))
+    assert float(res.statistic) == float(ref.statistic) and float(res.pvalue) == float(ref.pvalue)
