@@ -158,15 +158,13 @@ def plot(runs: list[dict[str, Any]], alphas: np.ndarray, rho: np.ndarray, out: s
     batch = max(r["batch_size"] for r in runs)
     for r in sorted((r for r in runs if r["batch_size"] == batch), key=lambda r: r["lamb"]):
         for ax, key in zip(axes, ("embedding_spectrum", "feature_spectrum"), strict=True):
-            s = np.asarray(r[key])
-            ax.semilogy(
-                np.arange(1, len(s) + 1), np.maximum(s / s.sum(), 1e-12), label=f"λ={r['lamb']:g}"
-            )
+            s = np.maximum(np.asarray(r[key]), 1e-12)
+            ax.semilogy(np.arange(1, len(s) + 1), s, label=f"λ={r['lamb']:g}")
     axes[0].set_title(f"projector embeddings (batch {batch})")
     axes[1].set_title(f"backbone features (batch {batch})")
     for ax in axes:
         ax.set_xlabel("eigenvalue index")
-        ax.set_ylabel("fraction of variance")
+        ax.set_ylabel("covariance eigenvalue")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "spectra.png"), dpi=120)
