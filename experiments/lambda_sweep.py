@@ -136,19 +136,21 @@ def measure(run_dir: str) -> dict[str, Any]:
     }
 
 
-def spearman_vs_alpha(runs: list[dict[str, Any]], alphas: np.ndarray) -> np.ndarray:
-    """Spearman ρ between ``final_loss / λ**α`` and the linear-probe accuracy (λ > 0 runs)."""
+def spearman_vs_alpha(runs: list[dict[str, Any]], alphas: np.ndarray, key: str) -> np.ndarray:
+    """Spearman ρ between ``-final_loss / λ**α`` and the accuracy ``key`` (λ > 0 runs)."""
     from scipy.stats import spearmanr
 
     kept = [r for r in runs if r["lamb"] > 0]
     loss = np.array([r["final_loss"] for r in kept])
     lamb = np.array([r["lamb"] for r in kept])
-    acc = np.array([r["linear_acc"] for r in kept])
+    acc = np.array([r[key] for r in kept])
     # lower loss should mean better features: report the correlation of -loss with accuracy
     return np.array([spearmanr(-loss / lamb**a, acc).statistic for a in alphas])
 
 
-def plot(runs: list[dict[str, Any]], alphas: np.ndarray, rho: np.ndarray, out: str) -> None:
+def plot(
+    runs: list[dict[str, Any]], alphas: np.ndarray, rho: dict[str, np.ndarray], out: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,9 +172,11 @@ def plot(runs: list[dict[str, Any]], alphas: np.ndarray, rho: np.ndarray, out: s
     fig.savefig(os.path.join(out, "spectra.png"), dpi=120)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(alphas, rho, marker="o")
+    for key, values in rho.items():
+        ax.plot(alphas, values, marker="o", label=key)
     ax.set_xlabel("α")
-    ax.set_ylabel("Spearman ρ(−loss/λ^α, probe acc.)")
+    ax.set_ylabel("Spearman ρ(−loss/λ^α, accuracy)")
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "rho_alpha.png"), dpi=120)
@@ -209,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     alphas = np.linspace(0.0, 1.0, 11)
-    rho = spearman_vs_alpha(runs, alphas)
+    rho = {key: spearman_vs_alpha(runs, alphas, key) for key in ("linear_acc", "knn_acc")}
     plot(runs, alphas, rho, out)
     results = {
         "git_sha": rundir.git_sha(ROOT),
@@ -217,16 +221,18 @@ def main(argv: list[str] | None = None) -> int:
         "wall_time": time.perf_counter() - start,
         "runs": runs,
         "alphas": alphas.tolist(),
-        "spearman": rho.tolist(),
+        "spearman": {key: values.tolist() for key, values in rho.items()},
     }
     rundir.atomic_write_text(
         os.path.join(out, "results.json"), json.dumps(results, indent=1) + "\n"
     )
+    print("\nlinear / k-NN top-1 % (effective rank of backbone features / embeddings)")
     print("\n| λ | " + " | ".join(f"batch {b}" for b in args.batch_sizes) + " |")
     print("|---|" + "---|" * len(args.batch_sizes))
     for lamb in args.lambdas:
         cells = [
-            f"{100 * r['linear_acc']:.2f}% (rank {r['embedding_rank']:.1f})"
+            f"{100 * r['linear_acc']:.2f} / {100 * r['knn_acc']:.2f}"
+            f" (rank {r['feature_rank']:.1f} / {r['embedding_rank']:.1f})"
             for b in args.batch_sizes
             for r in runs
             if r["lamb"] == lamb and r["batch_size"] == b
@@ -234,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {lamb:g} | " + " | ".join(cells) + " |")
     print("\n| α | " + " | ".join(f"{a:.1f}" for a in alphas) + " |")
     print("|---|" + "---|" * len(alphas))
-    print("| Spearman ρ | " + " | ".join(f"{v:.2f}" for v in rho) + " |")
+    for key, values in rho.items():
+        print(f"| ρ vs {key} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
     print(f"\nwall time {results['wall_time']:.0f} s, git {results['git_sha']}")
     return 0
 
