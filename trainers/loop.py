@@ -130,8 +130,8 @@ def check_resumable(
         )
     if saved_world != world:
         raise ValueError(
-            f"{path} was written by {saved_world} processes; resume "
-            f"with the same number (now {world})"
+            f"{path} was written with world size {saved_world}; resume "
+            f"with the same world size (now {world})"
         )
 
 

@@ -5,7 +5,7 @@ Framework-free, shared by every trainer. Layout of a run directory::
     config.yaml          the resolved configuration
     run_info.json        git SHA, command line, world size, library versions
     metrics.jsonl        training and evaluation records (trainers.metrics)
-    ckpt_00000042.pt     checkpoints, named by optimiser step
+    ckpt_00000042.pt     checkpoints, named by optimiser step (``.msgpack``: JAX trainer)
     *.png                plots (trainers.plots)
 
 Every file that a crash must not leave half-written goes through :func:`atomic_write`: a
@@ -37,7 +37,7 @@ __all__ = [
     "write_run_info",
 ]
 
-_CKPT = re.compile(r"^ckpt_(\d{8})\.pt$")
+_CKPT = re.compile(r"^ckpt_(\d{8})\.(?:pt|msgpack)$")
 
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
@@ -74,9 +74,10 @@ def atomic_write_text(path: str, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
-def checkpoint_path(run_dir: str, step: int) -> str:
-    """Path of the checkpoint taken after optimiser step ``step``."""
-    return os.path.join(run_dir, f"ckpt_{step:08d}.pt")
+def checkpoint_path(run_dir: str, step: int, suffix: str = ".pt") -> str:
+    """Path of the checkpoint taken after optimiser step ``step`` (``suffix``: its format,
+    ``".pt"`` for torch, ``".msgpack"`` for JAX)."""
+    return os.path.join(run_dir, f"ckpt_{step:08d}{suffix}")
 
 
 def list_checkpoints(run_dir: str) -> list[tuple[int, str]]:
