@@ -107,12 +107,16 @@ class DataParallel:
 
     def replicate(self, tree: Any) -> Any:
         """Host values (the same on every process) copied to every device."""
-        if self.kind == "pmap":  # one copy per local device along a leading axis
-            stacked = NamedSharding(Mesh(np.array(self.local_devices), ("local",)), P("local"))
-            return jax.tree.map(
-                lambda x: jax.device_put(np.stack([np.asarray(x)] * self.num_local), stacked),
-                tree,
+        if self.kind == "pmap":
+            # a broadcasting pmap: the copies carry the sharding of the mapped outputs, so
+            # feeding them back (the train state) never triggers a recompilation
+            copy = jax.pmap(
+                lambda _, x: x,
+                axis_name=self.axis_name,
+                in_axes=(0, None),
+                devices=self._pmap_devices,
             )
+            return copy(np.zeros(self.num_local), jax.tree.map(np.asarray, tree))
         sharding = NamedSharding(self.mesh, P())
 
         def put(x):

@@ -163,7 +163,8 @@ class Trainer(RunLoop):
         dummy = jnp.zeros(
             (1, 1, data.channels, cfg.views.global_size, cfg.views.global_size), self.dtype
         )
-        variables = self.eval_net.init(jax.random.key(cfg.run.seed), dummy, None, False)
+        init = jax.jit(lambda key: self.eval_net.init(key, dummy, None, False))
+        variables = init(jax.random.key(cfg.run.seed))
 
         def make_tx(learning_rate):
             tx = optax.adamw(
@@ -176,8 +177,11 @@ class Trainer(RunLoop):
         self.tx = optax.inject_hyperparams(make_tx)(learning_rate=o.lr)
         host_state = {
             "params": variables["params"],
-            "batch_stats": variables.get("batch_stats", {}),
-            "opt_state": self.tx.init(variables["params"]),
+            # flax keeps running statistics in float32 whatever the parameter dtype
+            "batch_stats": jax.tree.map(
+                lambda x: x.astype(self.dtype), variables.get("batch_stats", {})
+            ),
+            "opt_state": jax.jit(self.tx.init)(variables["params"]),
         }
         self.template = jax.tree.map(np.asarray, host_state)
         self.warmup = round(o.warmup_epochs * self.steps_per_epoch)
@@ -272,7 +276,8 @@ class Trainer(RunLoop):
         # the reported total carries a debugging NaN of any process to every process
         totals = totals.at[0].set(lax.pmean(totals[0] + poison, axis))
         opt_state = state["opt_state"]
-        opt_state.hyperparams["learning_rate"] = lr
+        old = opt_state.hyperparams["learning_rate"]  # keep its dtype: no recompilation
+        opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, old.dtype)
         updates, opt_state = self.tx.update(grads, opt_state, params)
         new_state = {
             "params": optax.apply_updates(params, updates),
