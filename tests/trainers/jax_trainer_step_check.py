@@ -48,9 +48,7 @@ def one_step(kind: str, devices) -> tuple[dict, dict, dict]:
     measurements."""
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = load_config(overrides=[*OVERRIDES, f"run.dir={run_dir}"])
-        trainer = Trainer(
-            cfg, DataParallel(kind, devices), resume=None, argv=[], dtype=np.float64
-        )
+        trainer = Trainer(cfg, DataParallel(kind, devices), resume=None, argv=[], dtype=np.float64)
         before = trainer.host_state()
         stats = trainer._train_step(next(trainer.sampler.batches(0)))
         return before, trainer.host_state(), stats
