@@ -500,14 +500,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def init_jax(args: argparse.Namespace) -> None:
-    """Configure JAX before its first computation: simulated CPU devices, multi-process.
+def init_jax(args: argparse.Namespace, cfg: TrainConfig) -> None:
+    """Configure JAX before its first computation: platform, CPU threads, simulated CPU
+    devices, multi-process.
 
     Parameters
     ----------
     args : argparse.Namespace
         ``num_cpu_devices``, ``distributed``, ``coordinator_address``, ``num_processes``,
         ``process_id`` from :func:`parser`.
+    cfg : TrainConfig
+        ``run.device`` (``"cpu"``/``"cuda"`` select the JAX platform) and ``run.threads``
+        (XLA's CPU intra-op threads).
 
     Raises
     ------
@@ -516,6 +520,14 @@ def init_jax(args: argparse.Namespace) -> None:
     """
     import jax
 
+    if cfg.run.device != "auto":
+        jax.config.update("jax_platforms", cfg.run.device)
+    if cfg.run.threads is not None:  # read when the CPU backend starts
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "")
+            + " --xla_cpu_multi_thread_eigen=false"
+            + f" intra_op_parallelism_threads={cfg.run.threads}"
+        ).strip()
     if args.num_cpu_devices is not None:
         if args.num_cpu_devices < 1:
             raise ValueError(f"--num-cpu-devices must be >= 1, got {args.num_cpu_devices}")
@@ -529,8 +541,7 @@ def init_jax(args: argparse.Namespace) -> None:
         0 <= args.process_id < (args.num_processes or args.process_id + 1)
     ):
         raise ValueError(f"--process-id must be in [0, --num-processes), got {args.process_id}")
-    platforms = os.environ.get("JAX_PLATFORMS", "")
-    if platforms in ("", "cpu"):  # CPU collectives across processes go through gloo
+    if cfg.run.device != "cuda":  # CPU collectives across processes go through gloo
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=args.coordinator_address,
@@ -545,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_intermixed_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-        init_jax(args)
+        init_jax(args, cfg)
     except (OSError, TypeError, ValueError) as exc:
         p.error(str(exc))
     import jax
