@@ -67,17 +67,8 @@ def _blur_matrix(size: int, sigma: jax.Array, apply: jax.Array, max_sigma: float
 
 
 class MultiCrop:
-    """Global and local views of an image batch, plus the un-augmented evaluation view.
-
-    Parameters
-    ----------
-    views : ViewsConfig
-        Number, size and crop scale of the global and local views.
-    augment : AugmentConfig
-        Photometric augmentation probabilities and strengths.
-    mean, std : sequence of float
-        Per-channel normalisation applied to every output (their length is ``C``).
-    """
+    """The JAX :class:`trainers.augment.MultiCrop`: the same arguments (``views``,
+    ``augment``, ``mean``, ``std``) and outputs, random numbers from per-sample keys."""
 
     def __init__(self, views: ViewsConfig, augment: AugmentConfig, *, mean, std) -> None:
         self.views, self.aug = views, augment

@@ -47,6 +47,7 @@ from trainers.linear_eval import linear_eval
 from trainers.loop import (
     NonFiniteLoss,
     RunLoop,
+    add_resume_argument,
     check_checkpoint_path,
     check_resumable,
     derive_seed,
@@ -454,13 +455,7 @@ class Trainer(RunLoop):
 def parser() -> argparse.ArgumentParser:
     """The command-line parser (config options plus the JAX-specific flags)."""
     p = config_parser("python -m trainers.jax_pmap", __doc__.split("\n\n")[0])
-    p.add_argument(
-        "--resume",
-        metavar="auto|CKPT",
-        help="continue a run: 'auto' takes the latest checkpoint in run.dir "
-        "(and starts afresh if there is none), or give the path of a checkpoint in run.dir; "
-        "repeat the run's options (a few, e.g. run.progress and debug.*, may change)",
-    )
+    add_resume_argument(p)
     p.add_argument(
         "--parallel",
         choices=KINDS,

@@ -11,6 +11,7 @@ files, seeds) are shared in the same way.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import sys
@@ -36,6 +37,7 @@ from trainers.sampler import EpochSampler
 
 __all__ = [
     "RESUMABLE_CHANGES",
+    "add_resume_argument",
     "NonFiniteLoss",
     "RunLoop",
     "check_checkpoint_path",
@@ -75,6 +77,17 @@ def nonfinite_message(step: int, epoch: int, run_dir: str) -> str:
     return (
         f"non-finite loss at step {step} (epoch {epoch + 1}); training stopped on every "
         f"rank; last good checkpoint: {rundir.latest_checkpoint(run_dir) or 'none'}"
+    )
+
+
+def add_resume_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the trainers' ``--resume auto|CKPT`` option to ``parser``."""
+    parser.add_argument(
+        "--resume",
+        metavar="auto|CKPT",
+        help="continue a run: 'auto' takes the latest checkpoint in run.dir "
+        "(and starts afresh if there is none), or give the path of a checkpoint in run.dir; "
+        "repeat the run's options (a few, e.g. run.progress and debug.*, may change)",
     )
 
 

@@ -54,6 +54,7 @@ from trainers.features import extract
 from trainers.loop import (
     NonFiniteLoss,
     RunLoop,
+    add_resume_argument,
     check_checkpoint_path,
     check_resumable,
     derive_seed,
@@ -385,13 +386,7 @@ def configure_torch(cfg: TrainConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0, 2 or 3)."""
     parser = config_parser("python -m trainers.torch_ddp", __doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--resume",
-        metavar="auto|CKPT",
-        help="continue a run: 'auto' takes the latest checkpoint in run.dir "
-        "(and starts afresh if there is none), or give the path of a checkpoint in run.dir; "
-        "repeat the run's options (a few, e.g. run.progress and debug.*, may change)",
-    )
+    add_resume_argument(parser)
     args = parser.parse_intermixed_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)

@@ -147,13 +147,8 @@ def test_weight_decay_mask():
 # ----------------------------------------------------------------------------- augment
 @pytest.mark.parametrize("channels", [1, 3])
 def test_views_shapes_keys_and_batch_independence(channels):
-    mc = _multicrop(
-        "views.n_global=2",
-        "views.n_local=3",
-        "views.global_size=12",
-        "views.local_size=6",
-        channels=channels,
-    )
+    views_cfg = ("views.n_global=2", "views.n_local=3", "views.global_size=12")
+    mc = _multicrop(*views_cfg, "views.local_size=6", channels=channels)
     x = _images(channels=channels)
     keys = _keys(4)
     views = _views_fn(mc)

@@ -8,13 +8,10 @@ and the LeJEPA statistics are reduced over the device axis, so the states agree 
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
-from helpers import run_once
+from helpers import run_json_script, run_once
 
 pytest.importorskip("flax")
 pytest.importorskip("optax")
@@ -26,18 +23,7 @@ TIMEOUT = 600
 
 
 def _run_script():
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    env.pop("XLA_FLAGS", None)
-    proc = subprocess.run(
-        [sys.executable, os.path.join(HERE, "jax_trainer_step_check.py")],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json_script(os.path.join(HERE, "jax_trainer_step_check.py"), ROOT, TIMEOUT)
 
 
 @pytest.fixture(scope="module")
