@@ -49,9 +49,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _env() -> dict[str, str]:
+def _env(cache_dir: str | None = None) -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
+    if cache_dir is not None:  # the resumed run reuses the reference run's compilations
+        env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     return env
 
 
@@ -71,10 +74,11 @@ def _runs(folder) -> dict:
         yaml.safe_dump(TINY, fh)
     ref_dir, split_dir = os.path.join(folder, "ref"), os.path.join(folder, "split")
     out = {"ref_dir": ref_dir, "split_dir": split_dir}
+    cache = os.path.join(folder, "jax-cache")
 
     def run(cmd):
         return subprocess.run(
-            cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT
+            cmd, cwd=ROOT, env=_env(cache), capture_output=True, text=True, timeout=TIMEOUT
         )
 
     out["ref"] = _result(
