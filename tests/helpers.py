@@ -209,14 +209,14 @@ def run_once(tmp_path_factory, name, compute):
         return result
 
 
-def run_json_script(script: str, root: str, timeout: float) -> dict:
-    """Run ``python script`` on the CPU (JAX platform ``cpu``, no ``XLA_FLAGS``: the script
+def run_json_script(script: str, root: str, timeout: float, *args: str) -> dict:
+    """Run ``python script *args`` on the CPU (JAX platform ``cpu``, no ``XLA_FLAGS``: the script
     sets its own device count) with ``root`` on ``PYTHONPATH``; return the JSON object it
     prints on its last stdout line (a non-zero exit fails the test with its stderr)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root, OMP_NUM_THREADS="1")
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run(
-        [sys.executable, script],
+        [sys.executable, script, *args],
         env=env,
         cwd=root,
         capture_output=True,

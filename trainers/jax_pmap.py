@@ -39,23 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from trainers import rundir
+from trainers import loop, rundir
 from trainers.config import TrainConfig, config_parser, config_to_dict, load_config
 from trainers.datasets import load_dataset
 from trainers.jax_parallel import KINDS
 from trainers.linear_eval import linear_eval
-from trainers.loop import (
-    NonFiniteLoss,
-    RunLoop,
-    add_resume_argument,
-    check_checkpoint_path,
-    check_resumable,
-    derive_seed,
-    eval_record,
-    nonfinite_message,
-    resolve_resume,
-    start_run,
-)
 from trainers.metrics import MetricsLog
 from trainers.sampler import EpochSampler
 from trainers.schedule import warmup_cosine
@@ -77,7 +65,7 @@ def _decay_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(decay, params)
 
 
-class Trainer(RunLoop):
+class Trainer(loop.RunLoop):
     """Everything of one JAX training run: data, network, loss, optimiser, state, logs.
 
     Parameters
@@ -128,7 +116,7 @@ class Trainer(RunLoop):
         self.process = jax.process_index()
         self.is_main = self.process == 0
         run_dir = cfg.run.dir
-        checkpoint = resolve_resume(resume, rundir.latest_checkpoint(run_dir), run_dir)
+        checkpoint = loop.resolve_resume(resume, rundir.latest_checkpoint(run_dir), run_dir)
 
         data = load_dataset(
             cfg.data.name,
@@ -190,7 +178,7 @@ class Trainer(RunLoop):
         if checkpoint is None:
             self.state = parallel.replicate(host_state)
             if self.is_main:
-                start_run(
+                loop.start_run(
                     cfg,
                     self.metrics,
                     {
@@ -216,7 +204,7 @@ class Trainer(RunLoop):
         """Views of this device's samples; keys from ``(seed, step, dataset index)``."""
         import jax
 
-        base = jax.random.fold_in(jax.random.key(derive_seed(self.cfg.run.seed, 4)), step)
+        base = jax.random.fold_in(jax.random.key(loop.derive_seed(self.cfg.run.seed, 4)), step)
         keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(indices)
         g, loc = self.multicrop(images[indices], keys)
         return g, loc
@@ -297,13 +285,13 @@ class Trainer(RunLoop):
     def _restore(self, path: str) -> None:
         from flax import serialization
 
-        check_checkpoint_path(path, self.cfg.run.dir)
+        loop.check_checkpoint_path(path, self.cfg.run.dir)
         if not path.endswith(SUFFIX):
             raise ValueError(f"--resume {path!r}: not a JAX trainer checkpoint (*{SUFFIX})")
         with open(path, "rb") as fh:
             saved = serialization.msgpack_restore(fh.read())
         meta = json.loads(saved["meta"])
-        check_resumable(
+        loop.check_resumable(
             self.cfg, path, meta["config"], meta["world_size"], self.parallel.num_devices
         )
         host_state = serialization.from_state_dict(self.template, saved["state"])
@@ -374,7 +362,7 @@ class Trainer(RunLoop):
         )
         total, loss, prediction, sigreg, probe = (float(v) for v in par.host(totals))
         if not np.isfinite(total):
-            raise NonFiniteLoss(nonfinite_message(self.step + 1, self.epoch, cfg.run.dir))
+            raise loop.NonFiniteLoss(loop.nonfinite_message(self.step + 1, self.epoch, cfg.run.dir))
         self.state = new_state
         self.step += 1
         return {
@@ -421,7 +409,7 @@ class Trainer(RunLoop):
             predicted = np.asarray(jax.device_get(logits)).argmax(axis=1)
             features = (train, test)
         embeddings = self._features(variables, self.data.test_images, "projector")
-        return eval_record(
+        return loop.eval_record(
             self.cfg,
             self.data,
             epoch=self.epoch,
@@ -455,7 +443,7 @@ class Trainer(RunLoop):
 def parser() -> argparse.ArgumentParser:
     """The command-line parser (config options plus the JAX-specific flags)."""
     p = config_parser("python -m trainers.jax_pmap", __doc__.split("\n\n")[0])
-    add_resume_argument(p)
+    loop.add_resume_argument(p)
     p.add_argument(
         "--parallel",
         choices=KINDS,
@@ -572,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         trainer.fit()
         return 0
-    except NonFiniteLoss as exc:
+    except loop.NonFiniteLoss as exc:
         print(f"process {process}: error: {exc}", file=sys.stderr, flush=True)
         return 3
     finally:
