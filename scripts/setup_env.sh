@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project's virtual environment and install sigreg into it in
-# editable mode with the test, torch, jax, train and dev extras, pinned by constraints.txt.
+# editable mode with the test, torch, jax, jax-train, train and dev extras, pinned by constraints.txt.
 #
 # Idempotent: a stamp file in the venv records a hash of pyproject.toml, constraints.txt,
 # the repo path and the Python version; when it matches, nothing is reinstalled.
@@ -8,14 +8,14 @@
 # Environment:
 #   SIGREG_VENV    venv directory (default: <repo>/.venv)
 #   SIGREG_PYTHON  interpreter used to create the venv (default: python3)
-#   SIGREG_EXTRAS  extras to install (default: test,torch,jax,train,dev)
+#   SIGREG_EXTRAS  extras to install (default: test,torch,jax,jax-train,train,dev)
 #   SIGREG_FORCE=1 reinstall even if the stamp matches
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SIGREG_VENV:-$ROOT/.venv}"
 PYTHON="${SIGREG_PYTHON:-python3}"
-EXTRAS="${SIGREG_EXTRAS:-test,torch,jax,train,dev}"
+EXTRAS="${SIGREG_EXTRAS:-test,torch,jax,jax-train,train,dev}"
 STAMP="$VENV/.sigreg-setup.stamp"
 
 log() { printf '[setup_env] %s\n' "$*" >&2; }

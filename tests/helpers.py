@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 from functools import reduce
 
@@ -205,3 +207,21 @@ def run_once(tmp_path_factory, name, compute):
         result = compute()
         cached.write_text(json.dumps(result))
         return result
+
+
+def run_json_script(script: str, root: str, timeout: float, *args: str) -> dict:
+    """Run ``python script *args`` on the CPU (JAX platform ``cpu``, no ``XLA_FLAGS``: the script
+    sets its own device count) with ``root`` on ``PYTHONPATH``; return the JSON object it
+    prints on its last stdout line (a non-zero exit fails the test with its stderr)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root, OMP_NUM_THREADS="1")
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run(
+        [sys.executable, script, *args],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

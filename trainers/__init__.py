@@ -1,7 +1,8 @@
 """LeJEPA training built on sigreg.
 
 Framework-free modules, shared by every trainer (PyTorch, CuPy/NumPy, JAX):
-:mod:`trainers.config` (options, YAML, overrides, ``--help``),
+:mod:`trainers.loop` (the run loop: records, progress bar, cadences, summary, resume
+checks), :mod:`trainers.config` (options, YAML, overrides, ``--help``),
 :mod:`trainers.datasets` (NumPy image datasets and splits), :mod:`trainers.sampler`
 (seeded, rank-sharded epochs), :mod:`trainers.schedule` (warm-up + cosine),
 :mod:`trainers.metrics` (``metrics.jsonl``, k-NN, spectra), :mod:`trainers.linear_eval`
@@ -20,4 +21,9 @@ PyTorch modules: :mod:`trainers.torch_ddp` (the trainer, ``python -m trainers.to
 :mod:`trainers.eval_linear` (``python -m trainers.eval_linear``), :mod:`trainers.augment`
 (multi-crop on the device), :mod:`trainers.models`, :mod:`trainers.distributed`,
 :mod:`trainers.features` and :mod:`trainers.checkpoint`.
+
+JAX modules: :mod:`trainers.jax_pmap` (the trainer, ``python -m trainers.jax_pmap``),
+:mod:`trainers.jax_parallel` (``pmap`` / ``shard_map`` data parallelism),
+:mod:`trainers.jax_augment` (multi-crop in jitted ``jax.numpy``) and
+:mod:`trainers.jax_models` (Flax networks).
 """

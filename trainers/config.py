@@ -240,9 +240,14 @@ class RunConfig:
         "'fp16' (torch autocast; fp16 uses a gradient scaler), 'fp64' (cupy_nccl only)",
         choices=("auto", "fp32", "bf16", "fp16", "fp64"),
     )
-    deterministic: bool = _opt(False, "torch.use_deterministic_algorithms(True)")
+    deterministic: bool = _opt(
+        False, "torch.use_deterministic_algorithms(True) (JAX on CPU is deterministic anyway)"
+    )
     threads: int | None = _opt(
-        None, "torch intra-op threads per process (null: torch default)", ge=1
+        None,
+        "intra-op threads per process (torch.set_num_threads; JAX: XLA CPU flags; "
+        "null: the framework's default)",
+        ge=1,
     )
     ckpt_every_steps: int = _opt(
         0, "also checkpoint every this many steps (0: at epoch ends only)", ge=0

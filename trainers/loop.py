@@ -44,6 +44,7 @@ from trainers.sampler import EpochSampler
 
 __all__ = [
     "RESUMABLE_CHANGES",
+    "add_resume_argument",
     "NonFiniteLoss",
     "RunLoop",
     "check_checkpoint_path",
@@ -86,6 +87,17 @@ def nonfinite_message(step: int, epoch: int, run_dir: str, ext: str = ".pt") -> 
     return (
         f"non-finite loss at step {step} (epoch {epoch + 1}); training stopped on every "
         f"rank; last good checkpoint: {rundir.latest_checkpoint(run_dir, ext) or 'none'}"
+    )
+
+
+def add_resume_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the trainers' ``--resume auto|CKPT`` option to ``parser``."""
+    parser.add_argument(
+        "--resume",
+        metavar="auto|CKPT",
+        help="continue a run: 'auto' takes the latest checkpoint in run.dir "
+        "(and starts afresh if there is none), or give the path of a checkpoint in run.dir; "
+        "repeat the run's options (a few, e.g. run.progress and debug.*, may change)",
     )
 
 
@@ -141,8 +153,8 @@ def check_resumable(
         )
     if saved_world != world:
         raise ValueError(
-            f"{path} was written by {saved_world} processes; resume "
-            f"with the same number (now {world})"
+            f"{path} was written with world size {saved_world}; resume "
+            f"with the same world size (now {world})"
         )
 
 
@@ -243,13 +255,7 @@ def parse_trainer_args(
         and the resolved configuration.
     """
     parser = config_parser(prog, description)
-    parser.add_argument(
-        "--resume",
-        metavar="auto|CKPT",
-        help="continue a run: 'auto' takes the latest checkpoint in run.dir "
-        "(and starts afresh if there is none), or give the path of a checkpoint in run.dir; "
-        "repeat the run's options (a few, e.g. run.progress and debug.*, may change)",
-    )
+    add_resume_argument(parser)
     args = parser.parse_intermixed_args(argv)
     try:
         cfg = load_config(args.config, args.overrides, base=base)
@@ -259,21 +265,26 @@ def parse_trainer_args(
 
 
 def run_trainer(
-    build: Callable[[], RunLoop], rank: int, on_nonfinite: Callable[[], None] | None = None
+    build: Callable[[], RunLoop],
+    rank: int,
+    on_nonfinite: Callable[[], None] | None = None,
+    *,
+    who: str = "rank",
 ) -> int:
     """Build a trainer and fit it; the exit status: 0 done, 2 bad configuration (a
     ``TypeError``/``ValueError`` while building), 3 non-finite loss (``on_nonfinite`` runs
-    after the error is printed, e.g. a barrier so that every rank reports)."""
+    after the error is printed, e.g. a barrier so that every rank reports). Errors are
+    printed as ``"{who} {rank}: error: ..."``."""
     try:
         try:
             trainer = build()
         except (TypeError, ValueError) as exc:
-            print(f"rank {rank}: error: {exc}", file=sys.stderr, flush=True)
+            print(f"{who} {rank}: error: {exc}", file=sys.stderr, flush=True)
             return 2
         trainer.fit()
         return 0
     except NonFiniteLoss as exc:
-        print(f"rank {rank}: error: {exc}", file=sys.stderr, flush=True)
+        print(f"{who} {rank}: error: {exc}", file=sys.stderr, flush=True)
         if on_nonfinite is not None:
             on_nonfinite()
         return 3

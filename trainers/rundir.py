@@ -5,7 +5,7 @@ Framework-free, shared by every trainer. Layout of a run directory::
     config.yaml          the resolved configuration
     run_info.json        git SHA, command line, world size, library versions
     metrics.jsonl        training and evaluation records (trainers.metrics)
-    ckpt_00000042.pt     checkpoints, named by optimiser step (.npz: array trainer)
+    ckpt_00000042.pt     checkpoints, named by optimiser step (.msgpack: JAX, .npz: array trainer)
     *.png                plots (trainers.plots)
 
 Every file that a crash must not leave half-written goes through :func:`atomic_write`: a

@@ -7,13 +7,10 @@ loss or parameter gradient on the concatenated batch, in float64.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
-from helpers import run_once
+from helpers import run_json_script, run_once
 
 pytest.importorskip("jax")
 
@@ -24,18 +21,7 @@ TIMEOUT = 300
 
 
 def _run_script():
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    env.pop("XLA_FLAGS", None)  # the script sets the device count itself
-    proc = subprocess.run(
-        [sys.executable, os.path.join(HERE, "jax_spmd_check.py")],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json_script(os.path.join(HERE, "jax_spmd_check.py"), ROOT, TIMEOUT)
 
 
 @pytest.fixture(scope="module")
