@@ -38,3 +38,11 @@ def test_every_public_symbol_is_documented():
     for name in sigreg.__all__:
         obj = getattr(sigreg, name)
         assert obj.__doc__ and obj.__doc__.strip(), name
+
+
+def test_readme_usage_runs():
+    """The README's Usage block runs as written (it needs torch)."""
+    pytest.importorskip("torch")
+    text = (DOCS.parent / "README.md").read_text()
+    start = text.index("```python\n", text.index("## Usage")) + len("```python\n")
+    exec(compile(text[start : text.index("```", start)], "README.md", "exec"), {})
