@@ -20,6 +20,7 @@ and traces such as ``jax.jit`` (where the number of terms cannot be chosen) use 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,14 @@ SERIES_CHUNK = 1 << 15  # samples per cache-resident chunk of the series
 BOX_WIDTH = 12.0  # boxed pair sum: samples two boxes apart interact below exp(-72)
 BOXES_FROM = 4096  # below this N the direct pair sum is as cheap as the boxes
 
+
+
+def _host_float(value: Any) -> float:
+    """``float(value)`` for a host-side decision (which method, how many terms): the value
+    may carry an autograd graph, which this read does not use (torch would warn)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
+        return float(value)
 
 def _block_rows(z: Any) -> int:
     batch = math.prod(z.shape[:-1])
@@ -124,14 +133,14 @@ def _series_or_none(xp: Any, z: Any) -> Any:
     if n < 64:
         return None
     hi, lo = xp.max(z, axis=-1), xp.min(z, axis=-1)
-    half_range = float(xp.max((hi - lo) / 2.0))
+    half_range = _host_float(xp.max((hi - lo) / 2.0))
     finfo = xp.finfo(z.dtype)
     if not half_range * half_range < -math.log(float(finfo.smallest_normal)):  # NaN, inf too
         return None
     x = z - xp.expand_dims((hi + lo) / 2.0, axis=-1)
     q = xp.exp(-0.5 * (x * x))
     first = xp.sum(q, axis=-1)
-    lower = max(float(n), float(xp.min(first * first)))
+    lower = max(float(n), _host_float(xp.min(first * first)))
     terms = series_terms(half_range, n, lower, float(finfo.eps))
     if terms is None:
         return None
