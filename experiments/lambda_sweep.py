@@ -96,6 +96,7 @@ def measure(run_dir: str) -> dict[str, Any]:
         test_fraction=cfg.data.test_fraction,
         split_seed=cfg.data.split_seed,
         image_size=cfg.data.image_size,
+        train_size=cfg.data.train_size,
     )
     device = torch.device("cpu")
     train_features, test_features = backbone_features(cfg, data, state["backbone"], device)

@@ -131,6 +131,7 @@ def evaluate(
         test_fraction=cfg.data.test_fraction,
         split_seed=cfg.data.split_seed,
         image_size=cfg.data.image_size,
+        train_size=cfg.data.train_size,
     )
     if not data.labelled:
         raise ValueError(f"linear evaluation needs labels; {cfg.data.name!r} has none")
