@@ -128,17 +128,12 @@ def measure_arch(out: str, arch: str, overrides: list[str], seeds: list[int]) ->
 
     from trainers.checkpoint import load_checkpoint
     from trainers.config import load_config
-    from trainers.datasets import load_dataset
+    from trainers.datasets import load_configured
     from trainers.eval_linear import backbone_features
     from trainers.supervised import CHECKPOINT_NAME
 
     cfg = load_config(os.path.join(ROOT, CONFIG), overrides)
-    data = load_dataset(
-        cfg.data.name,
-        test_fraction=cfg.data.test_fraction,
-        split_seed=cfg.data.split_seed,
-        train_size=cfg.data.train_size,
-    )
+    data = load_configured(cfg.data)
     states = {
         "lejepa": load_checkpoint(rundir.latest_checkpoint(os.path.join(out, f"{arch}-lejepa"))),
         "supervised": load_checkpoint(os.path.join(out, f"{arch}-supervised", CHECKPOINT_NAME)),
@@ -158,15 +153,10 @@ def measure_arch(out: str, arch: str, overrides: list[str], seeds: list[int]) ->
 def measure_pixels(overrides: list[str], seeds: list[int]) -> dict[str, Any]:
     """The raw-pixel baseline (784 features of the 28x28 images)."""
     from trainers.config import load_config
-    from trainers.datasets import load_dataset
+    from trainers.datasets import load_configured
 
     cfg = load_config(os.path.join(ROOT, CONFIG), overrides)
-    data = load_dataset(
-        cfg.data.name,
-        test_fraction=cfg.data.test_fraction,
-        split_seed=cfg.data.split_seed,
-        train_size=cfg.data.train_size,
-    )
+    data = load_configured(cfg.data)
 
     def flat(x: np.ndarray) -> np.ndarray:
         return x.reshape(len(x), -1)

@@ -31,6 +31,7 @@ import importlib.util
 import os
 import pickle
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageDataset",
     "check_labels",
+    "load_configured",
     "load_dataset",
     "split_indices",
     "subset_train",
@@ -354,6 +356,27 @@ def load_dataset(
     else:
         data = _split(kind, sep, path, test_fraction, split_seed, image_size)
     return data if train_size is None else subset_train(data, train_size, split_seed)
+
+
+def load_configured(data: Any) -> ImageDataset:
+    """:func:`load_dataset` with the options of a ``data`` configuration section.
+
+    Parameters
+    ----------
+    data : trainers.config.DataConfig
+        ``name``, ``test_fraction``, ``split_seed``, ``image_size`` and ``train_size``.
+
+    Returns
+    -------
+    ImageDataset
+    """
+    return load_dataset(
+        data.name,
+        test_fraction=data.test_fraction,
+        split_seed=data.split_seed,
+        image_size=data.image_size,
+        train_size=data.train_size,
+    )
 
 
 def _split(

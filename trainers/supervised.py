@@ -4,7 +4,7 @@ Usage::
 
     python -m trainers.supervised [--config run.yaml] [section.option=value ...]
 
-The same backbone as LeJEPA pretraining (:func:`trainers.models.build_backbone`, initial
+The same backbone as LeJEPA pretraining (:func:`trainers.models.initial_backbone`, initial
 weights of ``run.seed``) plus a linear head, trained with cross-entropy on one augmented
 global view per image (:class:`trainers.augment.MultiCrop` with ``views.n_global=1`` and no
 local views), on the same training split (``data.train_size`` included), with the same
@@ -35,9 +35,9 @@ from torch import nn
 from trainers.augment import MultiCrop
 from trainers.checkpoint import save_checkpoint
 from trainers.config import TrainConfig, config_parser, config_to_dict, load_config
-from trainers.datasets import ImageDataset, load_dataset
+from trainers.datasets import ImageDataset, load_configured
 from trainers.distributed import pick_device
-from trainers.models import build_backbone
+from trainers.models import initial_backbone
 from trainers.sampler import EpochSampler
 from trainers.schedule import warmup_cosine
 from trainers.torch_ddp import _param_groups, configure_torch
@@ -98,14 +98,7 @@ def train_supervised(
     sampler = EpochSampler(
         len(data.train_images), o.batch_size, rank=0, world_size=1, seed=cfg.run.seed
     )
-    torch.manual_seed(cfg.run.seed)  # the LeJEPA trainer's initialisation
-    backbone = build_backbone(
-        cfg.model.backbone,
-        in_chans=data.channels,
-        img_size=cfg.views.global_size,
-        width=cfg.model.width,
-        timm_kwargs=cfg.model.timm_kwargs,
-    )
+    backbone = initial_backbone(cfg, data.channels)  # the LeJEPA trainer's initialisation
     net = Classifier(backbone, data.num_classes).to(device)
     optimizer = torch.optim.AdamW(_param_groups(net, o.weight_decay), lr=o.lr)
     total = o.epochs * sampler.batches_per_epoch
@@ -156,13 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         configure_torch(cfg)
-        data = load_dataset(
-            cfg.data.name,
-            test_fraction=cfg.data.test_fraction,
-            split_seed=cfg.data.split_seed,
-            image_size=cfg.data.image_size,
-            train_size=cfg.data.train_size,
-        )
+        data = load_configured(cfg.data)
         state, stats = train_supervised(cfg, data, pick_device(cfg.run.device))
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))

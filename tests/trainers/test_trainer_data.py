@@ -291,7 +291,9 @@ def test_few_shot_eval_averages_linear_eval_over_draws():
     for seed in (0, 1, 2):
         keep = few_shot_indices(y[train], 4, seed)
         expected.append(
-            linear_eval(x[train][keep], y[train][keep], x[test], y[test], folds=3, seed=seed).accuracy
+            linear_eval(
+                x[train][keep], y[train][keep], x[test], y[test], folds=3, seed=seed
+            ).accuracy
         )
     np.testing.assert_allclose(result.accuracies, expected)
     assert result.mean == pytest.approx(np.mean(expected))
