@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [a for a in archs if a not in args.epochs]
     if missing:
         parser.error(f"--epochs gives no epochs for {missing}")
-    start = time.perf_counter()
+    start, sha = time.perf_counter(), rundir.git_sha(ROOT)  # the code that trains
     common = [*SCALE, f"data.train_size={args.train_size}", *args.overrides]
     arch_overrides = {
         a: [
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     for (arch, method), wall in walls.items():
         print(f"trained {arch} {method} in {wall:.0f} s", flush=True)
     results: dict[str, Any] = {
-        "git_sha": rundir.git_sha(ROOT),
+        "git_sha": sha,
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "train_size": args.train_size,
         "epochs": {a: args.epochs[a] for a in archs},
