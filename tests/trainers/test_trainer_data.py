@@ -347,3 +347,15 @@ def test_run_info_and_git_sha(tmp_path):
     assert json.loads((tmp_path / "run_info.json").read_text()) == {"git_sha": "unknown"}
     here = rundir.git_sha(os.path.dirname(__file__))
     assert here == "unknown" or len(here.split("+")[0]) == 40
+
+
+def test_load_vectors_applies_train_size_to_images_and_refuses_feature_files(tmp_path):
+    from trainers.vector_data import load_vectors
+
+    images = load_vectors("digits", test_fraction=0.2, split_seed=3, train_size=50)
+    subset = load_dataset("digits", test_fraction=0.2, split_seed=3, train_size=50)
+    np.testing.assert_array_equal(images.train, subset.train_images)
+    assert images.test.shape[0] == 359
+    np.savez(tmp_path / "f.npz", features=np.zeros((10, 2)))
+    with pytest.raises(ValueError, match="data.train_size applies to image data"):
+        load_vectors(f"npz:{tmp_path / 'f.npz'}", test_fraction=0.2, split_seed=0, train_size=5)
