@@ -199,7 +199,7 @@ def plot(results: dict[str, Any], out: str) -> None:
             )
         ax.set_xticks(np.arange(len(archs)), archs)
         ax.set_title(title)
-        ax.set_ylim(50, 100)
+        ax.set_ylim(0, 100)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("MNIST test top-1 (%)")
     axes[-1].legend(fontsize=8, loc="lower right")
