@@ -84,19 +84,14 @@ def measure(run_dir: str) -> dict[str, Any]:
 
     from trainers.checkpoint import load_checkpoint
     from trainers.config import load_config
-    from trainers.datasets import load_dataset
+    from trainers.datasets import load_configured
     from trainers.eval_linear import backbone_features
     from trainers.linear_eval import linear_eval
     from trainers.models import Projector
 
     state = load_checkpoint(rundir.latest_checkpoint(run_dir))
     cfg = load_config(None, base=state["config"])
-    data = load_dataset(
-        cfg.data.name,
-        test_fraction=cfg.data.test_fraction,
-        split_seed=cfg.data.split_seed,
-        image_size=cfg.data.image_size,
-    )
+    data = load_configured(cfg.data)
     device = torch.device("cpu")
     train_features, test_features = backbone_features(cfg, data, state["backbone"], device)
     probe = linear_eval(

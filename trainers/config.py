@@ -84,6 +84,12 @@ class DataConfig:
         0.2, "fraction of the samples held out as the test split", gt=0.0, le=0.5
     )
     split_seed: int = _opt(0, "seed of the deterministic train/test split", ge=0)
+    train_size: int | None = _opt(
+        None,
+        "keep a random subset (seeded by split_seed) of this many training samples "
+        "(null: all); the test split is kept whole",
+        ge=1,
+    )
     image_size: int | None = _opt(
         None,
         "imagefolder only: resize (shorter side) and centre-crop every image to this "

@@ -149,6 +149,7 @@ class Trainer(RunLoop):
             test_fraction=cfg.data.test_fraction,
             split_seed=cfg.data.split_seed,
             image_size=cfg.data.image_size,
+            train_size=cfg.data.train_size,
         )
         self.data = data
         self.mean = self._put(data.mean)

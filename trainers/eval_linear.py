@@ -33,11 +33,11 @@ from trainers import rundir
 from trainers.augment import MultiCrop
 from trainers.checkpoint import load_checkpoint
 from trainers.config import TrainConfig, config_parser, load_config
-from trainers.datasets import ImageDataset, load_dataset
+from trainers.datasets import ImageDataset, load_configured
 from trainers.distributed import DistEnv, pick_device
 from trainers.features import extract
 from trainers.linear_eval import linear_eval
-from trainers.models import build_backbone
+from trainers.models import initial_backbone
 from trainers.torch_ddp import configure_torch
 
 __all__ = ["BASELINES", "backbone_features", "evaluate", "main"]
@@ -70,14 +70,7 @@ def backbone_features(
     train, test : numpy.ndarray
         ``(N, F)`` float32 features.
     """
-    torch.manual_seed(cfg.run.seed)  # the trainer's initialisation
-    backbone = build_backbone(
-        cfg.model.backbone,
-        in_chans=data.channels,
-        img_size=cfg.views.global_size,
-        width=cfg.model.width,
-        timm_kwargs=cfg.model.timm_kwargs,
-    )
+    backbone = initial_backbone(cfg, data.channels)  # the trainer's initialisation
     if state is not None:
         backbone.load_state_dict(state)
     backbone = backbone.to(device).eval()
@@ -126,12 +119,7 @@ def evaluate(
     ValueError
         Unlabelled data, or an unknown method.
     """
-    data = load_dataset(
-        cfg.data.name,
-        test_fraction=cfg.data.test_fraction,
-        split_seed=cfg.data.split_seed,
-        image_size=cfg.data.image_size,
-    )
+    data = load_configured(cfg.data)
     if not data.labelled:
         raise ValueError(f"linear evaluation needs labels; {cfg.data.name!r} has none")
     if method == "raw-pixels":

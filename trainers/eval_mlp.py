@@ -54,6 +54,7 @@ def mlp_features(run_dir: str, checkpoint: str | None) -> dict[str, Any]:
         test_fraction=cfg.data.test_fraction,
         split_seed=cfg.data.split_seed,
         image_size=cfg.data.image_size,
+        train_size=cfg.data.train_size,
     )
     xp = np
     net = build_net(data.dim, cfg.model.encoder_dims, cfg.model.projector_dims, data.num_classes)

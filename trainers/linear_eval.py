@@ -6,7 +6,9 @@ LeJEPA features, random-init features and raw pixels are measured by the same co
 Protocol: features standardised with the training split's mean and variance; a multinomial
 logistic regression (L-BFGS, deterministic) whose inverse L2 strength ``C`` is chosen by
 stratified k-fold cross-validation on the training split only; refitted on the whole
-training split and scored (top-1) on the test split.
+training split and scored (top-1) on the test split. Few-shot probes
+(:func:`few_shot_eval`) run the same evaluation on ``k`` labelled training samples per class,
+drawn with a seed, averaged over several draws.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["LinearEvalResult", "linear_eval"]
+__all__ = ["FewShotResult", "LinearEvalResult", "few_shot_eval", "few_shot_indices", "linear_eval"]
 
 
 class LinearEvalResult(NamedTuple):
@@ -105,3 +107,109 @@ def linear_eval(
         model = _fit(x_train, train_labels, best, max_iter)
         accuracy = float(model.score(x_test, test_labels))
     return LinearEvalResult(accuracy, float(best), scores.get(best, float("nan")))
+
+
+def few_shot_indices(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``shots`` samples of every class, drawn without replacement.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray, shape (N,)
+        Integer class labels; every class present is sampled.
+    shots : int
+        Samples per class (>= 1).
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``int64`` indices, ``shots`` times the number of classes present.
+
+    Raises
+    ------
+    ValueError
+        ``shots < 1``, or a class with fewer than ``shots`` samples.
+    """
+    if shots < 1:
+        raise ValueError(f"shots must be >= 1, got {shots}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    picked = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        if len(members) < shots:
+            raise ValueError(f"class {cls} has {len(members)} samples, fewer than shots={shots}")
+        picked.append(rng.choice(members, size=shots, replace=False))
+    return np.sort(np.concatenate(picked)).astype(np.int64)
+
+
+class FewShotResult(NamedTuple):
+    """Outcome of :func:`few_shot_eval`."""
+
+    mean: float
+    """Mean test top-1 over the draws."""
+    std: float
+    """Standard deviation (``ddof=0``) of the test top-1 over the draws."""
+    accuracies: tuple[float, ...]
+    """Test top-1 of every draw, in the order of ``seeds``."""
+
+
+def few_shot_eval(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    test_features: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    shots: int,
+    seeds: Sequence[int] = (0, 1, 2),
+    cs: Sequence[float] = (0.01, 0.1, 1.0),
+    folds: int = 3,
+    max_iter: int = 1000,
+    threads: int | None = 1,
+) -> FewShotResult:
+    """:func:`linear_eval` trained on ``shots`` labelled samples per class, over several draws.
+
+    Parameters
+    ----------
+    train_features : numpy.ndarray, shape (N, F)
+    train_labels : numpy.ndarray, shape (N,)
+    test_features : numpy.ndarray, shape (M, F)
+    test_labels : numpy.ndarray, shape (M,)
+    shots : int
+        Labelled training samples per class (:func:`few_shot_indices`).
+    seeds : sequence of int, default (0, 1, 2)
+        One draw per seed (also the seed of that draw's cross-validation folds).
+    cs, max_iter, threads
+        As in :func:`linear_eval`.
+    folds : int, default 3
+        As in :func:`linear_eval`, capped at ``shots`` (stratified folds need a sample of
+        every class in each; ``shots=1`` needs a single ``cs``).
+
+    Returns
+    -------
+    FewShotResult
+
+    Raises
+    ------
+    ValueError
+        No seeds, or as :func:`few_shot_indices`.
+    """
+    if len(seeds) == 0:
+        raise ValueError("seeds must not be empty")
+    accuracies = []
+    for seed in seeds:
+        keep = few_shot_indices(train_labels, shots, seed)
+        result = linear_eval(
+            np.asarray(train_features)[keep],
+            np.asarray(train_labels)[keep],
+            test_features,
+            test_labels,
+            cs=cs,
+            folds=min(folds, shots),
+            seed=seed,
+            max_iter=max_iter,
+            threads=threads,
+        )
+        accuracies.append(result.accuracy)
+    return FewShotResult(float(np.mean(accuracies)), float(np.std(accuracies)), tuple(accuracies))

@@ -16,7 +16,14 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["LeJEPANet", "NetOutput", "Projector", "SmallCNN", "build_backbone"]
+__all__ = [
+    "LeJEPANet",
+    "NetOutput",
+    "Projector",
+    "SmallCNN",
+    "build_backbone",
+    "initial_backbone",
+]
 
 
 class SmallCNN(nn.Module):
@@ -112,6 +119,32 @@ def build_backbone(
             raise ValueError("model.timm_kwargs applies to timm backbones, not smallcnn")
         return SmallCNN(in_chans, width)
     return _create_timm(name, in_chans, img_size, timm_kwargs)
+
+
+def initial_backbone(cfg: Any, in_chans: int) -> nn.Module:
+    """The configured backbone with the trainers' initial weights (seeded by ``run.seed``).
+
+    Parameters
+    ----------
+    cfg : trainers.config.TrainConfig
+        ``model.backbone``, ``model.width``, ``model.timm_kwargs``, ``views.global_size``
+        and ``run.seed``.
+    in_chans : int
+        Image channels.
+
+    Returns
+    -------
+    torch.nn.Module
+        See :func:`build_backbone`; the global torch RNG is left seeded by ``run.seed``.
+    """
+    torch.manual_seed(cfg.run.seed)
+    return build_backbone(
+        cfg.model.backbone,
+        in_chans=in_chans,
+        img_size=cfg.views.global_size,
+        width=cfg.model.width,
+        timm_kwargs=cfg.model.timm_kwargs,
+    )
 
 
 class Projector(nn.Module):

@@ -48,7 +48,7 @@ from trainers.checkpoint import (
     save_checkpoint,
 )
 from trainers.config import TrainConfig, config_to_dict
-from trainers.datasets import load_dataset
+from trainers.datasets import load_configured
 from trainers.distributed import DistEnv, any_rank, gather_objects, setup, shutdown
 from trainers.features import extract
 from trainers.loop import (
@@ -65,7 +65,7 @@ from trainers.loop import (
     start_run,
 )
 from trainers.metrics import MetricsLog
-from trainers.models import LeJEPANet, build_backbone
+from trainers.models import LeJEPANet, initial_backbone
 from trainers.sampler import EpochSampler
 from trainers.schedule import warmup_cosine
 
@@ -130,12 +130,7 @@ class Trainer(RunLoop):
             )
         checkpoint = self._find_checkpoint(resume)
 
-        data = load_dataset(
-            cfg.data.name,
-            test_fraction=cfg.data.test_fraction,
-            split_seed=cfg.data.split_seed,
-            image_size=cfg.data.image_size,
-        )
+        data = load_configured(cfg.data)
         self.data = data
         dev = env.device
         self.train_images = torch.from_numpy(data.train_images).to(dev)
@@ -153,14 +148,7 @@ class Trainer(RunLoop):
             seed=cfg.run.seed,
         )
 
-        torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
-        backbone = build_backbone(
-            cfg.model.backbone,
-            in_chans=data.channels,
-            img_size=v.global_size,
-            width=cfg.model.width,
-            timm_kwargs=cfg.model.timm_kwargs,
-        )
+        backbone = initial_backbone(cfg, data.channels)  # identical on every rank
         self.net = LeJEPANet(backbone, cfg.model.projector_dims, data.num_classes).to(dev)
         self.model: torch.nn.Module = self.net
         if env.distributed:

@@ -89,10 +89,16 @@ def _features(path: str, test_fraction: float, split_seed: int) -> VectorDataset
 
 
 def load_vectors(
-    name: str, *, test_fraction: float, split_seed: int, image_size: int | None = None
+    name: str,
+    *,
+    test_fraction: float,
+    split_seed: int,
+    image_size: int | None = None,
+    train_size: int | None = None,
 ) -> VectorDataset:
-    """Load ``name``: a feature file (``npz:PATH`` with ``features``) or any image source
-    of :func:`trainers.datasets.load_dataset` (same arguments and errors)."""
+    """Load ``name``: a feature file (``npz:PATH`` with ``features``; ``train_size`` not
+    supported) or any image source of :func:`trainers.datasets.load_dataset` (same
+    arguments and errors)."""
     kind, _, path = name.partition(":")
     if kind == "npz" and path:
         with np.load(os.path.expanduser(path), allow_pickle=False) as data:
@@ -100,9 +106,15 @@ def load_vectors(
         if has_features:
             if image_size is not None:
                 raise ValueError("data.image_size applies to imagefolder data only")
+            if train_size is not None:
+                raise ValueError("data.train_size applies to image data, not feature files")
             return _features(os.path.expanduser(path), test_fraction, split_seed)
     images = load_dataset(
-        name, test_fraction=test_fraction, split_seed=split_seed, image_size=image_size
+        name,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        image_size=image_size,
+        train_size=train_size,
     )
     mean, std = images.channel_stats()
     pixels = int(np.prod(images.train_images.shape[2:]))

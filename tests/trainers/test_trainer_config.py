@@ -68,6 +68,8 @@ def test_override_values_are_typed():
         ("model.projector_dims=[]", ValueError, "model.projector_dims must not be empty"),
         ("model.timm_kwargs=[1]", TypeError, "model.timm_kwargs must be mapping"),
         ("optim.lr=0", ValueError, "optim.lr must be > 0"),
+        ("data.train_size=0", ValueError, "data.train_size must be >= 1"),
+        ("data.train_size=1.5", TypeError, "data.train_size must be int, got 1.5"),
         ("optim.lr=.nan", ValueError, "optim.lr must be finite"),
         ("augment.jitter_p=1.5", ValueError, "augment.jitter_p must be <= 1"),
         ("views.local_scale=[0.3, 0.05]", ValueError, "views.local_scale must be an ordered pair"),

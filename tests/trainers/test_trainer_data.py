@@ -17,7 +17,7 @@ pytest.importorskip("sklearn")
 
 from trainers import datasets, metrics, rundir, schedule  # noqa: E402
 from trainers.datasets import load_dataset, split_indices  # noqa: E402
-from trainers.linear_eval import linear_eval  # noqa: E402
+from trainers.linear_eval import few_shot_eval, few_shot_indices, linear_eval  # noqa: E402
 from trainers.sampler import EpochSampler  # noqa: E402
 
 
@@ -159,6 +159,37 @@ def test_dataset_name_errors(name, kwargs, match):
         load_dataset(name, test_fraction=0.2, split_seed=0, **kwargs)
 
 
+def test_train_size_keeps_a_seeded_subset_of_the_training_split(tmp_path):
+    full = load_dataset("digits", test_fraction=0.2, split_seed=3)
+    a = load_dataset("digits", test_fraction=0.2, split_seed=3, train_size=100)
+    b = load_dataset("digits", test_fraction=0.2, split_seed=3, train_size=100)
+    assert a.train_images.shape == (100, 1, 8, 8) and a.train_labels.shape == (100,)
+    np.testing.assert_array_equal(a.train_images, b.train_images)  # deterministic
+    np.testing.assert_array_equal(a.test_images, full.test_images)  # test split untouched
+    np.testing.assert_array_equal(a.test_labels, full.test_labels)
+    # every kept sample is a distinct training sample, with its own label, in original order
+    flat = full.train_images.reshape(len(full.train_images), -1)
+    rows = [int(np.flatnonzero((flat == x.ravel()).all(axis=1))[0]) for x in a.train_images]
+    assert len(set(rows)) == 100 and rows == sorted(rows)
+    np.testing.assert_array_equal(full.train_labels[rows], a.train_labels)
+    # the seed is split_seed: another seed, another split and another subset
+    other = datasets.subset_train(full, 100, seed=4)
+    assert not np.array_equal(other.train_images, a.train_images)
+    whole = load_dataset("digits", test_fraction=0.2, split_seed=3, train_size=1438)
+    np.testing.assert_array_equal(whole.train_images, full.train_images)
+    # every source: unlabelled npz data too
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "u.npz", images=rng.integers(0, 256, (20, 4, 4), dtype=np.uint8))
+    unlabelled = load_dataset(
+        f"npz:{tmp_path / 'u.npz'}", test_fraction=0.25, split_seed=0, train_size=7
+    )
+    assert unlabelled.train_images.shape == (7, 1, 4, 4) and unlabelled.train_labels is None
+    assert unlabelled.test_images.shape == (5, 1, 4, 4)
+    for size in (0, 1439):
+        with pytest.raises(ValueError, match=r"data.train_size must be in \[1, 1438\]"):
+            load_dataset("digits", test_fraction=0.2, split_seed=3, train_size=size)
+
+
 # ------------------------------------------------------------------------------- sampler
 def test_sampler_shards_are_disjoint_reshuffled_and_resumable():
     samplers = [EpochSampler(103, 10, rank=r, world_size=3, seed=7) for r in range(3)]
@@ -234,6 +265,48 @@ def test_linear_eval_learns_separable_data_and_fails_on_noise():
     assert noise.accuracy < 0.5 and math.isnan(noise.cv_accuracy)
 
 
+def test_few_shot_indices_take_k_per_class_without_replacement():
+    labels = np.repeat(np.arange(4), [5, 6, 7, 8])
+    picked = few_shot_indices(labels, 3, seed=1)
+    assert len(picked) == 12 and len(np.unique(picked)) == 12
+    np.testing.assert_array_equal(np.bincount(labels[picked]), [3, 3, 3, 3])
+    np.testing.assert_array_equal(picked, few_shot_indices(labels, 3, seed=1))
+    draws = {tuple(few_shot_indices(labels, 3, seed=s)) for s in range(5)}
+    assert len(draws) > 1
+    np.testing.assert_array_equal(few_shot_indices(labels, 5, seed=0)[:5], np.arange(5))
+    with pytest.raises(ValueError, match="class 0 has 5 samples, fewer than shots=6"):
+        few_shot_indices(labels, 6, seed=0)
+    with pytest.raises(ValueError, match="shots must be >= 1"):
+        few_shot_indices(labels, 0, seed=0)
+
+
+def test_few_shot_eval_averages_linear_eval_over_draws():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, 600)
+    x = rng.standard_normal((600, 6))
+    x[np.arange(600), y] += 1.5  # overlapping classes: accuracy depends on the draw
+    train, test = slice(0, 400), slice(400, 600)
+    result = few_shot_eval(x[train], y[train], x[test], y[test], shots=4, seeds=(0, 1, 2))
+    expected = []
+    for seed in (0, 1, 2):
+        keep = few_shot_indices(y[train], 4, seed)
+        expected.append(
+            linear_eval(
+                x[train][keep], y[train][keep], x[test], y[test], folds=3, seed=seed
+            ).accuracy
+        )
+    np.testing.assert_allclose(result.accuracies, expected)
+    assert result.mean == pytest.approx(np.mean(expected))
+    assert result.std == pytest.approx(np.std(expected)) and result.std > 0
+    more = few_shot_eval(x[train], y[train], x[test], y[test], shots=100, seeds=(0, 1, 2))
+    assert more.mean > result.mean and more.mean > 0.7
+    # two shots per class: the cross-validation uses two folds
+    two = few_shot_eval(x[train], y[train], x[test], y[test], shots=2, seeds=(0,))
+    assert len(two.accuracies) == 1 and two.std == 0.0
+    with pytest.raises(ValueError, match="seeds must not be empty"):
+        few_shot_eval(x[train], y[train], x[test], y[test], shots=2, seeds=())
+
+
 # ------------------------------------------------------------------------ schedule, files
 def test_warmup_cosine_shape():
     lr = [
@@ -274,3 +347,15 @@ def test_run_info_and_git_sha(tmp_path):
     assert json.loads((tmp_path / "run_info.json").read_text()) == {"git_sha": "unknown"}
     here = rundir.git_sha(os.path.dirname(__file__))
     assert here == "unknown" or len(here.split("+")[0]) == 40
+
+
+def test_load_vectors_applies_train_size_to_images_and_refuses_feature_files(tmp_path):
+    from trainers.vector_data import load_vectors
+
+    images = load_vectors("digits", test_fraction=0.2, split_seed=3, train_size=50)
+    subset = load_dataset("digits", test_fraction=0.2, split_seed=3, train_size=50)
+    np.testing.assert_array_equal(images.train, subset.train_images)
+    assert images.test.shape[0] == 359
+    np.savez(tmp_path / "f.npz", features=np.zeros((10, 2)))
+    with pytest.raises(ValueError, match="data.train_size applies to image data"):
+        load_vectors(f"npz:{tmp_path / 'f.npz'}", test_fraction=0.2, split_seed=0, train_size=5)
