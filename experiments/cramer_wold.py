@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
+    sha = rundir.git_sha(ROOT)  # the code that runs, read before it runs
     start = time.perf_counter()
     q95 = null_quantile(args.n)
     x0 = x_samples(args.n, args.dim, args.seed)
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1]), flush=True)
     plot(runs, q95, args.out)
     results = {
-        "git_sha": rundir.git_sha(ROOT),
+        "git_sha": sha,
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "wall_time": time.perf_counter() - start,
         "null_q95": q95,

@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
+    sha = rundir.git_sha(ROOT)  # the code that runs, read before it runs
     start = time.perf_counter()
     runs = []
     for batch in args.batch_sizes:
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     rho = {key: spearman_vs_alpha(runs, alphas, key) for key in ("linear_acc", "knn_acc")}
     plot(runs, alphas, rho, out)
     results = {
-        "git_sha": rundir.git_sha(ROOT),
+        "git_sha": sha,
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "wall_time": time.perf_counter() - start,
         "runs": runs,
