@@ -86,7 +86,7 @@ def measure(run_dir: str) -> dict[str, Any]:
     from trainers.config import load_config
     from trainers.datasets import load_configured
     from trainers.eval_linear import backbone_features
-    from trainers.linear_eval import linear_eval
+    from trainers.linear_eval import configured_linear_eval
     from trainers.models import Projector
 
     state = load_checkpoint(rundir.latest_checkpoint(run_dir))
@@ -94,15 +94,7 @@ def measure(run_dir: str) -> dict[str, Any]:
     data = load_configured(cfg.data)
     device = torch.device("cpu")
     train_features, test_features = backbone_features(cfg, data, state["backbone"], device)
-    probe = linear_eval(
-        train_features,
-        data.train_labels,
-        test_features,
-        data.test_labels,
-        cs=cfg.eval.linear_cs,
-        folds=cfg.eval.linear_folds,
-        seed=cfg.run.seed,
-    )
+    probe = configured_linear_eval(cfg, data, train_features, test_features)
     projector = Projector(train_features.shape[1], cfg.model.projector_dims)
     projector.load_state_dict(state["projector"])
     with torch.no_grad():

@@ -36,7 +36,7 @@ from trainers.config import TrainConfig, config_parser, load_config
 from trainers.datasets import ImageDataset, load_configured
 from trainers.distributed import DistEnv, pick_device
 from trainers.features import extract
-from trainers.linear_eval import linear_eval
+from trainers.linear_eval import configured_linear_eval
 from trainers.models import initial_backbone
 from trainers.torch_ddp import configure_torch
 
@@ -132,15 +132,7 @@ def evaluate(
         train, test = backbone_features(cfg, data, state, device)
     else:
         raise ValueError(f"method must be 'checkpoint' or one of {BASELINES}, got {method!r}")
-    result = linear_eval(
-        train,
-        data.train_labels,
-        test,
-        data.test_labels,
-        cs=cfg.eval.linear_cs,
-        folds=cfg.eval.linear_folds,
-        seed=cfg.run.seed,
-    )
+    result = configured_linear_eval(cfg, data, train, test)
     return {
         "method": method,
         "accuracy": result.accuracy,

@@ -26,7 +26,7 @@ from trainers import rundir
 from trainers.array_lejepa import build_net, embed
 from trainers.config import load_config
 from trainers.cupy_nccl import CKPT_EXT, initial_params
-from trainers.linear_eval import linear_eval
+from trainers.linear_eval import configured_linear_eval
 from trainers.vector_data import load_vectors
 
 __all__ = ["main", "mlp_features"]
@@ -93,15 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     results = []
     for method, (train, test) in methods.items():
-        result = linear_eval(
-            train,
-            data.train_labels,
-            test,
-            data.test_labels,
-            cs=cfg.eval.linear_cs,
-            folds=cfg.eval.linear_folds,
-            seed=cfg.run.seed,
-        )
+        result = configured_linear_eval(cfg, data, train, test)
         results.append({"method": method, **result._asdict(), "features": int(train.shape[1])})
         print(
             f"{method:12s} top-1 {result.accuracy:.4f} (C={result.c:g}, "

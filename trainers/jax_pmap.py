@@ -43,7 +43,7 @@ from trainers import loop, rundir
 from trainers.config import TrainConfig, config_parser, config_to_dict, load_config
 from trainers.datasets import load_dataset
 from trainers.jax_parallel import KINDS
-from trainers.linear_eval import linear_eval
+from trainers.linear_eval import configured_linear_eval
 from trainers.metrics import MetricsLog
 from trainers.sampler import EpochSampler
 from trainers.schedule import warmup_cosine
@@ -429,14 +429,11 @@ class Trainer(loop.RunLoop):
         if not self.has_probe:
             return {}
         variables = self._variables()
-        result = linear_eval(
+        result = configured_linear_eval(
+            self.cfg,
+            self.data,
             self._features(variables, self.data.train_images, "backbone"),
-            self.data.train_labels,
             self._features(variables, self.data.test_images, "backbone"),
-            self.data.test_labels,
-            cs=self.cfg.eval.linear_cs,
-            folds=self.cfg.eval.linear_folds,
-            seed=self.cfg.run.seed,
         )
         return {"linear_acc": result.accuracy}
 

@@ -15,11 +15,22 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-__all__ = ["FewShotResult", "LinearEvalResult", "few_shot_eval", "few_shot_indices", "linear_eval"]
+if TYPE_CHECKING:
+    from trainers.config import TrainConfig
+    from trainers.datasets import ImageDataset
+
+__all__ = [
+    "FewShotResult",
+    "LinearEvalResult",
+    "configured_linear_eval",
+    "few_shot_eval",
+    "few_shot_indices",
+    "linear_eval",
+]
 
 
 class LinearEvalResult(NamedTuple):
@@ -107,6 +118,23 @@ def linear_eval(
         model = _fit(x_train, train_labels, best, max_iter)
         accuracy = float(model.score(x_test, test_labels))
     return LinearEvalResult(accuracy, float(best), scores.get(best, float("nan")))
+
+
+def configured_linear_eval(
+    cfg: TrainConfig, data: ImageDataset, train_features: np.ndarray, test_features: np.ndarray
+) -> LinearEvalResult:
+    """:func:`linear_eval` of features of ``data``'s splits with the run's options
+    (``eval.linear_cs``, ``eval.linear_folds``, ``run.seed``): every trainer and evaluation
+    script measures by this one call."""
+    return linear_eval(
+        train_features,
+        data.train_labels,
+        test_features,
+        data.test_labels,
+        cs=cfg.eval.linear_cs,
+        folds=cfg.eval.linear_folds,
+        seed=cfg.run.seed,
+    )
 
 
 def few_shot_indices(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:

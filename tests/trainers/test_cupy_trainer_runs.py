@@ -5,6 +5,7 @@ non-finite-loss guard; and the cupy paths, skipped without a CUDA device."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from run_helpers import ROOT, free_port, read_records, subprocess_env, without_t
 pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from trainers import cupy_nccl, rundir  # noqa: E402
+from trainers import cupy_nccl, eval_mlp, rundir  # noqa: E402
 from trainers.array_collective import cupy_usable  # noqa: E402
 
 TIMEOUT = 240
@@ -149,6 +150,14 @@ def test_digits_smoke_pretraining(tmp_path):
     assert summary["probe_acc"] > 0.8 and summary["knn_acc"] > 0.9
     for name in ("loss.png", "accuracy.png", "spectrum.png", "config.yaml", "run_info.json"):
         assert os.path.getsize(os.path.join(run_dir, name)) > 0
+    # linear evaluation of the run by trainers.eval_mlp: three methods, same test split
+    out = str(tmp_path / "eval.json")
+    assert eval_mlp.main([run_dir, "--json", out]) == 0
+    with open(out, encoding="utf-8") as fh:
+        results = {r["method"]: r for r in json.load(fh)}
+    assert set(results) == {"checkpoint", "random-init", "raw-inputs"}
+    assert results["raw-inputs"]["features"] == 64
+    assert all(0.9 < r["accuracy"] <= 1.0 for r in results.values())
 
 
 def test_isotropic_projector_on_precomputed_features(tmp_path):
