@@ -39,7 +39,7 @@ from trainers.core.schedule import warmup_cosine
 from trainers.distributed import pick_device
 from trainers.torch_ddp.checkpoint import save_checkpoint
 from trainers.torch_ddp.models import initial_backbone
-from trainers.torch_ddp.trainer import _param_groups, configure_torch
+from trainers.torch_ddp.runtime import configure_torch, param_groups
 from trainers.torch_ddp.views import MultiCrop
 
 __all__ = ["CHECKPOINT_NAME", "Classifier", "main", "train_supervised"]
@@ -100,7 +100,7 @@ def train_supervised(
     )
     backbone = initial_backbone(cfg, data.channels)  # the LeJEPA trainer's initialisation
     net = Classifier(backbone, data.num_classes).to(device)
-    optimizer = torch.optim.AdamW(_param_groups(net, o.weight_decay), lr=o.lr)
+    optimizer = torch.optim.AdamW(param_groups(net, o.weight_decay), lr=o.lr)
     total = o.epochs * sampler.batches_per_epoch
     warmup = round(o.warmup_epochs * sampler.batches_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

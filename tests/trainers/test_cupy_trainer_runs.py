@@ -156,8 +156,8 @@ def test_digits_smoke_pretraining(tmp_path):
     assert eval_mlp.main([run_dir, "--json", out]) == 0
     with open(out, encoding="utf-8") as fh:
         results = {r["method"]: r for r in json.load(fh)}
-    assert set(results) == {"checkpoint", "random-init", "raw-inputs"}
-    assert results["raw-inputs"]["features"] == 64
+    assert set(results) == {"checkpoint", "random-init", "raw-pixels"}
+    assert results["raw-pixels"]["features"] == 64
     assert all(0.9 < r["accuracy"] <= 1.0 for r in results.values())
 
 
@@ -220,7 +220,7 @@ def test_bad_feature_files(tmp_path, arrays, message):
     [
         ("model.backbone=smallcnn", "model.backbone must be 'mlp'"),
         ("run.precision=bf16", "run.precision must be"),
-        ("optim.accum_steps=2", "optim.accum_steps must be 1"),
+        ("optim.accum_steps=2", "optim.accum_steps does not apply to trainers.cupy_nccl"),
     ],
 )
 def test_rejected_options(tmp_path, capsys, override, message):

@@ -35,17 +35,25 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
+    "TRAINERS",
     "TrainConfig",
     "VectorConfig",
     "ViewsConfig",
     "config_from_dict",
     "config_parser",
     "config_to_dict",
+    "check_trainer_options",
     "describe_options",
     "diff_configs",
     "load_config",
     "parse_override",
 ]
+
+
+TRAINERS = ("torch_ddp", "jax_pmap", "cupy_nccl")
+"""Every trainer (the ``python -m trainers.NAME`` packages)."""
+_IMAGE_NETS = ("torch_ddp", "jax_pmap")
+"""The trainers of image networks (multi-crop views, photometric augmentations)."""
 
 
 def _opt(
@@ -57,13 +65,24 @@ def _opt(
     gt: float | None = None,
     le: float | None = None,
     ordered: bool = False,
+    trainers: tuple[str, ...] = TRAINERS,
 ) -> Any:
-    """A dataclass field with its help text and range constraints.
+    """A dataclass field with its help text, range constraints and the trainers it applies to.
 
     Numeric bounds (``ge``/``gt``/``le``) apply to the value, or to every element of a
-    tuple; ``ordered`` requires a pair ``(lo, hi)`` with ``lo <= hi``.
+    tuple; ``ordered`` requires a pair ``(lo, hi)`` with ``lo <= hi``; ``trainers`` (names
+    from :data:`TRAINERS`) read the option, the others reject a value other than the default
+    (:func:`check_trainer_options`) and leave it out of their ``--help``.
     """
-    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "ordered": ordered}
+    meta = {
+        "help": help,
+        "choices": choices,
+        "ge": ge,
+        "gt": gt,
+        "le": le,
+        "ordered": ordered,
+        "trainers": trainers,
+    }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -104,8 +123,10 @@ class ViewsConfig:
 
     n_global: int = _opt(2, "number of global views V_g", ge=1)
     n_local: int = _opt(8, "number of local views V_l (0: global views only)", ge=0)
-    global_size: int = _opt(32, "side of a global view in pixels (also the eval view)", ge=2)
-    local_size: int = _opt(16, "side of a local view in pixels", ge=2)
+    global_size: int = _opt(
+        32, "side of a global view in pixels (also the eval view)", ge=2, trainers=_IMAGE_NETS
+    )
+    local_size: int = _opt(16, "side of a local view in pixels", ge=2, trainers=_IMAGE_NETS)
     global_scale: tuple[float, float] = _opt(
         (0.3, 1.0), "area fraction range of the global crops", gt=0.0, le=1.0, ordered=True
     )
@@ -119,17 +140,27 @@ class ViewsConfig:
 
 @dataclass
 class VectorConfig:
-    """Views of feature vectors and flattened images (trainers.cupy_nccl only)."""
+    """Views of feature vectors and flattened images."""
 
     mask_p: float = _opt(
-        0.0, "probability of masking (zeroing) each standardised feature", ge=0.0, le=0.95
+        0.0,
+        "probability of masking (zeroing) each standardised feature",
+        ge=0.0,
+        le=0.95,
+        trainers=("cupy_nccl",),
     )
-    noise_std: float = _opt(0.0, "std of the Gaussian noise added to standardised features", ge=0.0)
+    noise_std: float = _opt(
+        0.0,
+        "std of the Gaussian noise added to standardised features",
+        ge=0.0,
+        trainers=("cupy_nccl",),
+    )
     mix: float = _opt(
         0.0,
         "mixing: x <- (1 - a) x + a x' with a random training sample x' and a ~ U(0, mix)",
         ge=0.0,
         le=0.5,
+        trainers=("cupy_nccl",),
     )
 
 
@@ -138,19 +169,41 @@ class AugmentConfig:
     """Per-view photometric augmentations (colour operations are skipped on 1-channel data)."""
 
     flip_p: float = _opt(0.5, "probability of a horizontal flip", ge=0.0, le=1.0)
-    jitter_p: float = _opt(0.8, "probability of colour jitter", ge=0.0, le=1.0)
-    brightness: float = _opt(0.4, "colour jitter: brightness factor range 1 +- this", ge=0.0)
-    contrast: float = _opt(0.4, "colour jitter: contrast factor range 1 +- this", ge=0.0)
-    saturation: float = _opt(0.2, "colour jitter (3 channels): saturation range 1 +- this", ge=0.0)
+    jitter_p: float = _opt(
+        0.8, "probability of colour jitter", ge=0.0, le=1.0, trainers=_IMAGE_NETS
+    )
+    brightness: float = _opt(
+        0.4, "colour jitter: brightness factor range 1 +- this", ge=0.0, trainers=_IMAGE_NETS
+    )
+    contrast: float = _opt(
+        0.4, "colour jitter: contrast factor range 1 +- this", ge=0.0, trainers=_IMAGE_NETS
+    )
+    saturation: float = _opt(
+        0.2, "colour jitter (3 channels): saturation range 1 +- this", ge=0.0, trainers=_IMAGE_NETS
+    )
     hue: float = _opt(
-        0.1, "colour jitter (3 channels): hue shift range +- this (turns)", ge=0.0, le=0.5
+        0.1,
+        "colour jitter (3 channels): hue shift range +- this (turns)",
+        ge=0.0,
+        le=0.5,
+        trainers=_IMAGE_NETS,
     )
-    grayscale_p: float = _opt(0.2, "probability of grayscale (3 channels only)", ge=0.0, le=1.0)
-    blur_p: float = _opt(0.5, "probability of a Gaussian blur", ge=0.0, le=1.0)
+    grayscale_p: float = _opt(
+        0.2, "probability of grayscale (3 channels only)", ge=0.0, le=1.0, trainers=_IMAGE_NETS
+    )
+    blur_p: float = _opt(
+        0.5, "probability of a Gaussian blur", ge=0.0, le=1.0, trainers=_IMAGE_NETS
+    )
     blur_sigma: tuple[float, float] = _opt(
-        (0.1, 2.0), "blur sigma range in pixels of the output view", gt=0.0, ordered=True
+        (0.1, 2.0),
+        "blur sigma range in pixels of the output view",
+        gt=0.0,
+        ordered=True,
+        trainers=_IMAGE_NETS,
     )
-    solarize_p: float = _opt(0.2, "probability of solarization (threshold 0.5)", ge=0.0, le=1.0)
+    solarize_p: float = _opt(
+        0.2, "probability of solarization (threshold 0.5)", ge=0.0, le=1.0, trainers=_IMAGE_NETS
+    )
 
 
 @dataclass
@@ -162,15 +215,18 @@ class ModelConfig:
         "'smallcnn' (built-in, fast on CPU) or any timm model name (random init, "
         "no download), e.g. resnet18, vit_small_patch16_224, convnext_atto",
     )
-    width: int = _opt(32, "smallcnn only: channels of the first stage", ge=1)
+    width: int = _opt(32, "smallcnn only: channels of the first stage", ge=1, trainers=_IMAGE_NETS)
     encoder_dims: tuple[int, ...] = _opt(
         (256, 256),
-        "mlp only (trainers.cupy_nccl): widths of the MLP encoder's Linear-LayerNorm-ReLU "
-        "layers; the last is the feature dimension",
+        "widths of the MLP encoder's Linear-LayerNorm-ReLU layers; the last is the feature "
+        "dimension",
         ge=1,
+        trainers=("cupy_nccl",),
     )
     timm_kwargs: dict[str, Any] = _opt(
-        {}, "extra keyword arguments for timm.create_model, e.g. {patch_size: 4}"
+        {},
+        "extra keyword arguments for timm.create_model, e.g. {patch_size: 4}",
+        trainers=_IMAGE_NETS,
     )
     projector_dims: tuple[int, ...] = _opt(
         (512, 128),
@@ -208,7 +264,9 @@ class OptimConfig:
     warmup_epochs: float = _opt(1.0, "linear warm-up length in epochs", ge=0.0)
     final_lr_ratio: float = _opt(1e-3, "final learning rate as a fraction of lr", ge=0.0, le=1.0)
     grad_clip: float | None = _opt(None, "max global gradient norm (null: no clipping)", gt=0.0)
-    accum_steps: int = _opt(1, "micro-batches accumulated per optimiser step", ge=1)
+    accum_steps: int = _opt(
+        1, "micro-batches accumulated per optimiser step", ge=1, trainers=_IMAGE_NETS
+    )
 
 
 @dataclass
@@ -247,7 +305,7 @@ class RunConfig:
         choices=("auto", "fp32", "bf16", "fp16", "fp64"),
     )
     deterministic: bool = _opt(
-        False, "torch.use_deterministic_algorithms(True) (JAX on CPU is deterministic anyway)"
+        False, "torch.use_deterministic_algorithms(True)", trainers=("torch_ddp",)
     )
     threads: int | None = _opt(
         None,
@@ -545,14 +603,53 @@ def load_config(
     return config_from_dict(values)
 
 
-def describe_options() -> str:
-    """One line per option: ``section.option (type, default): help``, for ``--help``."""
-    lines = []
-    defaults = config_to_dict(TrainConfig())
+def check_trainer_options(cfg: TrainConfig, trainer: str) -> None:
+    """Raise ``ValueError`` for an option set (to a value other than its default) that
+    ``trainer`` does not read.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        A resolved configuration.
+    trainer : str
+        One of :data:`TRAINERS`.
+    """
+    defaults, values = config_to_dict(TrainConfig()), config_to_dict(cfg)
     for name, cls in _SECTIONS.items():
-        lines.append(f"{name}:  {cls.__doc__.strip()}")
-        hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
+            applies = f.metadata["trainers"]
+            if trainer not in applies and values[name][f.name] != defaults[name][f.name]:
+                users = ", ".join(f"trainers.{t}" for t in applies)
+                raise ValueError(
+                    f"{name}.{f.name} does not apply to trainers.{trainer} (only to {users}); "
+                    "remove it"
+                )
+
+
+def describe_options(
+    trainer: str | None = None, base: Mapping[str, Mapping[str, Any]] | None = None
+) -> str:
+    """One line per option: ``section.option (type, default): help``, for ``--help``.
+
+    Parameters
+    ----------
+    trainer : str, optional
+        List only the options this trainer reads (default: all).
+    base : Mapping, optional
+        The trainer's own defaults (as for :func:`load_config`).
+    """
+    lines = []
+    defaults = config_to_dict(config_from_dict(base or {}))
+    for name, cls in _SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        fields = [
+            f
+            for f in dataclasses.fields(cls)
+            if trainer is None or trainer in f.metadata["trainers"]
+        ]
+        if fields:
+            lines.append(f"{name}:  {cls.__doc__.strip()}")
+        for f in fields:
             default = (
                 yaml.safe_dump(defaults[name][f.name], default_flow_style=True, width=1000)
                 .strip()
@@ -564,9 +661,14 @@ def describe_options() -> str:
     return "\n".join(lines)
 
 
-def config_parser(prog: str, description: str) -> argparse.ArgumentParser:
+def config_parser(
+    prog: str,
+    description: str,
+    trainer: str | None = None,
+    base: Mapping[str, Mapping[str, Any]] | None = None,
+) -> argparse.ArgumentParser:
     """An argument parser with ``--config FILE``, ``section.option=value`` overrides, and
-    every option of :class:`TrainConfig` described in ``--help``.
+    the options of :class:`TrainConfig` described in ``--help``.
 
     Parameters
     ----------
@@ -574,6 +676,9 @@ def config_parser(prog: str, description: str) -> argparse.ArgumentParser:
         Program name shown in the usage line.
     description : str
         Text shown above the arguments.
+    trainer, base : optional
+        Describe only this trainer's options, with its own defaults
+        (:func:`describe_options`).
 
     Returns
     -------
@@ -584,7 +689,8 @@ def config_parser(prog: str, description: str) -> argparse.ArgumentParser:
         prog=prog,
         description=description,
         epilog="configuration options, set in the YAML file as {section: {option: value}} or "
-        "on the command line as section.option=value (command line wins):\n\n" + describe_options(),
+        "on the command line as section.option=value (command line wins):\n\n"
+        + describe_options(trainer, base),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
