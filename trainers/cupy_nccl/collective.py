@@ -124,7 +124,7 @@ def make_collective(device: str, env: DistEnv) -> Any:
         return None
     if device == "cpu":
         return GlooCollective()
-    from backends.cupy import NcclCollective
+    from backends.cupy import NcclCollective  # imports cupy: only on GPUs
 
     nccl = importlib.import_module("cupy.cuda.nccl")
     uid = gather_objects(nccl.get_unique_id() if env.is_main else None, env)[0]
