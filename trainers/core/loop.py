@@ -99,17 +99,18 @@ def per_worker_batch(batch_size: int, workers: int, accum_steps: int, workers_na
 
 
 def step_stats(
-    *,
     loss: float,
     prediction: float,
     sigreg: float,
     probe_loss: float,
+    *,
     lr: float,
     data_time: float,
     started: float,
 ) -> dict[str, Any]:
-    """The measurements :meth:`RunLoop._train_step` returns (``step_time`` counted from the
-    ``time.perf_counter()`` value ``started``)."""
+    """The measurements :meth:`RunLoop._train_step` returns: the step's LeJEPA loss, its
+    prediction and SIGReg terms, the probe loss, the learning rate, the data time and
+    ``step_time`` counted from the ``time.perf_counter()`` value ``started``."""
     return {
         "loss": loss,
         "prediction": prediction,
@@ -316,6 +317,8 @@ class RunLoop(ABC):
         Whether this rank writes files and shows the progress bar.
     has_probe : bool
         Whether the network has an online probe (labelled data).
+    data : dataset
+        The training and test splits (``train_labels``, ``test_labels``, ``num_classes``).
     num_classes : int
         Classes of the training data (0: unlabelled).
     data_fingerprint : str
@@ -334,6 +337,7 @@ class RunLoop(ABC):
     world_size: int
     is_main: bool
     has_probe: bool
+    data: Any
     num_classes: int
     data_fingerprint: str
     epoch: int = 0
@@ -478,6 +482,23 @@ class RunLoop(ABC):
             self.metrics.truncate(saved.metrics_count)
 
     # --------------------------------------------------------------------- steps
+    def _eval_record(
+        self,
+        embeddings: np.ndarray,
+        features: tuple[np.ndarray, np.ndarray] | None,
+        probe_predictions: np.ndarray | None,
+    ) -> dict[str, Any]:
+        """:func:`eval_record` of ``self.data`` at the current position."""
+        return eval_record(
+            self.cfg,
+            self.data,
+            epoch=self.epoch,
+            step=self.step,
+            embeddings=embeddings,
+            features=features,
+            probe_predictions=probe_predictions,
+        )
+
     def _inject_nan(self) -> bool:
         """Whether this rank poisons the loss of the coming step (``debug.nan_at_step``,
         ``debug.nan_rank``)."""

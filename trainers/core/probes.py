@@ -29,6 +29,7 @@ __all__ = [
     "configured_linear_eval",
     "few_shot_eval",
     "few_shot_indices",
+    "flat_pixels",
     "linear_eval",
 ]
 
@@ -135,6 +136,15 @@ def configured_linear_eval(
         cs=cfg.eval.linear_cs,
         folds=cfg.eval.linear_folds,
         seed=cfg.run.seed,
+    )
+
+
+def flat_pixels(data: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
+    """The images' pixels at their native resolution, flattened: ``(N, C*H*W)`` per split
+    (the ``raw-pixels`` baseline)."""
+    return (
+        data.train_images.reshape(len(data.train_images), -1),
+        data.test_images.reshape(len(data.test_images), -1),
     )
 
 

@@ -38,7 +38,8 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -49,7 +50,6 @@ from trainers.core.launch import DistEnv
 from trainers.core.loop import (
     RunLoop,
     derive_seed,
-    eval_record,
     parse_trainer_args,
     per_worker_batch,
     run_trainer,
@@ -74,6 +74,8 @@ from trainers.cupy_nccl.mlp import init_params
 from trainers.cupy_nccl.views import apply_crops, apply_vector, draw_crops, draw_vector
 
 __all__ = ["ARRAY_FORMAT", "CKPT_EXT", "Trainer", "initial_params", "main"]
+
+T = TypeVar("T")
 
 _DTYPES = {"auto": "float32", "fp32": "float32", "fp64": "float64"}
 BASE = {"model": {"backbone": "mlp"}}
@@ -247,7 +249,7 @@ class Trainer(RunLoop):
             importlib.import_module("cupy").cuda.get_current_stream().synchronize()
 
     # --------------------------------------------------------------------- state
-    def _agree(self, choose):
+    def _agree(self, choose: Callable[[], T]) -> T:
         """Rank 0's ``choose()`` on every rank (an object broadcast)."""
         return gather_objects(choose() if self.env.is_main else None, self.env)[0]
 
@@ -353,15 +355,8 @@ class Trainer(RunLoop):
         self.params = self.optimizer.step(self.params, grads, lr)
         self.step += 1
         self._sync()
-        return step_stats(
-            loss=loss,
-            prediction=prediction,
-            sigreg=sigreg_value,
-            probe_loss=probe_loss,
-            lr=lr,
-            data_time=data_time,
-            started=start,
-        )
+        losses = (loss, prediction, sigreg_value, probe_loss)
+        return step_stats(*losses, lr=lr, data_time=data_time, started=start)
 
     # ---------------------------------------------------------------- evaluation
     def features(self, flat: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -386,15 +381,7 @@ class Trainer(RunLoop):
         if self.has_probe:
             features = (self.features(self.train_flat)[0], test_features)
             predicted = logits.argmax(axis=1)
-        return eval_record(
-            self.cfg,
-            self.data,
-            epoch=self.epoch,
-            step=self.step,
-            embeddings=embeddings,
-            features=features,
-            probe_predictions=predicted,
-        )
+        return self._eval_record(embeddings, features, predicted)
 
     def _test_embeddings(self) -> np.ndarray:
         return self.features(self.test_flat)[1]
@@ -413,7 +400,3 @@ def main(argv: list[str] | None = None) -> int:
             )
     finally:
         leave_control_plane(env)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -16,6 +16,7 @@ import numpy as np
 
 from trainers.core.config import TrainConfig
 from trainers.core.datasets import ImageDataset, load_configured
+from trainers.core.probes import flat_pixels
 from trainers.jax_pmap.checkpoint import JAX_FORMAT
 from trainers.jax_pmap.models import LeJEPANet, configured_net, initial_variables
 from trainers.jax_pmap.views import MultiCrop
@@ -42,12 +43,8 @@ def load_data(cfg: TrainConfig) -> ImageDataset:
     return load_configured(cfg.data)
 
 
-def raw_inputs(data: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
-    """The images' pixels at their native resolution, flattened: ``(N, C*H*W)`` per split."""
-    return (
-        data.train_images.reshape(len(data.train_images), -1),
-        data.test_images.reshape(len(data.test_images), -1),
-    )
+raw_inputs = flat_pixels
+"""The ``raw-pixels`` baseline's inputs (:func:`trainers.core.probes.flat_pixels`)."""
 
 
 def checkpoint_features(

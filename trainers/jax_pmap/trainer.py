@@ -50,7 +50,6 @@ from trainers.core.datasets import load_configured
 from trainers.core.loop import (
     RunLoop,
     derive_seed,
-    eval_record,
     load_trainer_config,
     per_worker_batch,
     run_trainer,
@@ -311,20 +310,12 @@ class Trainer(RunLoop):
             par.scalar(lr, self.dtype),
             par.scalar(poison, self.dtype),
         )
-        total, loss, prediction, sigreg, probe = (float(v) for v in par.host(totals))
+        total, *losses = (float(v) for v in par.host(totals))  # loss, prediction, sigreg, probe
         if not np.isfinite(total):
             raise self._nonfinite()
         self.state = new_state
         self.step += 1
-        return step_stats(
-            loss=loss,
-            prediction=prediction,
-            sigreg=sigreg,
-            probe_loss=probe,
-            lr=lr,
-            data_time=data_time,
-            started=start,
-        )
+        return step_stats(*losses, lr=lr, data_time=data_time, started=start)
 
     # -------------------------------------------------------------- evaluation
     def _variables(self) -> dict[str, Any]:
@@ -352,15 +343,7 @@ class Trainer(RunLoop):
             predicted = np.asarray(jax.device_get(logits)).argmax(axis=1)
             features = (train, test)
         embeddings = self._features(variables, self.data.test_images, "projector")
-        return eval_record(
-            self.cfg,
-            self.data,
-            epoch=self.epoch,
-            step=self.step,
-            embeddings=embeddings,
-            features=features,
-            probe_predictions=predicted,
-        )
+        return self._eval_record(embeddings, features, predicted)
 
     def _test_embeddings(self) -> np.ndarray:
         return self._features(self._variables(), self.data.test_images, "projector")
@@ -493,7 +476,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if jax.process_count() > 1:
             jax.distributed.shutdown()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

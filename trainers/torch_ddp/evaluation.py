@@ -16,6 +16,7 @@ import torch
 from trainers.core.config import TrainConfig
 from trainers.core.datasets import ImageDataset, load_configured
 from trainers.core.launch import single_process
+from trainers.core.probes import flat_pixels
 from trainers.distributed import pick_device
 from trainers.torch_ddp.checkpoint import TORCH_FORMAT
 from trainers.torch_ddp.features import extract
@@ -34,12 +35,8 @@ def load_data(cfg: TrainConfig) -> ImageDataset:
     return load_configured(cfg.data)
 
 
-def raw_inputs(data: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
-    """The images' pixels at their native resolution, flattened: ``(N, C*H*W)`` per split."""
-    return (
-        data.train_images.reshape(len(data.train_images), -1),
-        data.test_images.reshape(len(data.test_images), -1),
-    )
+raw_inputs = flat_pixels
+"""The ``raw-pixels`` baseline's inputs (:func:`trainers.core.probes.flat_pixels`)."""
 
 
 def backbone_features(

@@ -33,7 +33,8 @@ import os
 import random
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -46,7 +47,6 @@ from trainers.core.datasets import load_configured
 from trainers.core.loop import (
     RunLoop,
     derive_seed,
-    eval_record,
     parse_trainer_args,
     per_worker_batch,
     run_trainer,
@@ -63,6 +63,8 @@ from trainers.torch_ddp.runtime import autocast_dtype, configure_torch, param_gr
 from trainers.torch_ddp.views import MultiCrop
 
 __all__ = ["Trainer", "main"]
+
+T = TypeVar("T")
 
 
 class Trainer(RunLoop):
@@ -177,7 +179,7 @@ class Trainer(RunLoop):
             return contextlib.nullcontext()
         return torch.autocast(self.env.device.type, dtype=self.amp_dtype)
 
-    def _agree(self, choose):
+    def _agree(self, choose: Callable[[], T]) -> T:
         """Rank 0's ``choose()`` on every rank (an object broadcast)."""
         return gather_objects(choose() if self.env.is_main else None, self.env)[0]
 
@@ -267,16 +269,8 @@ class Trainer(RunLoop):
         self.scheduler.step()
         self.step += 1
         self._sync()
-        _, loss, prediction, sigreg, probe = totals.tolist()
-        return step_stats(
-            loss=loss,
-            prediction=prediction,
-            sigreg=sigreg,
-            probe_loss=probe,
-            lr=lr,
-            data_time=data_time,
-            started=start,
-        )
+        losses = totals.tolist()[1:]  # loss, prediction, sigreg, probe
+        return step_stats(*losses, lr=lr, data_time=data_time, started=start)
 
     # ---------------------------------------------------------------- evaluation
     def _features(self, images: torch.Tensor, head: str) -> torch.Tensor:
@@ -304,15 +298,7 @@ class Trainer(RunLoop):
             features = (train_features.cpu().numpy(), test_features.cpu().numpy())
         embeddings = self.net.projector(test_features).float().cpu().numpy()
         self.net.train()
-        return eval_record(
-            self.cfg,
-            self.data,
-            epoch=self.epoch,
-            step=self.step,
-            embeddings=embeddings,
-            features=features,
-            probe_predictions=predicted,
-        )
+        return self._eval_record(embeddings, features, predicted)
 
     @torch.no_grad()
     def _test_embeddings(self) -> np.ndarray:
@@ -339,7 +325,3 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         shutdown()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
