@@ -220,10 +220,11 @@ def test_bad_feature_files(tmp_path, arrays, message):
     [
         ("model.backbone=smallcnn", "model.backbone must be 'mlp'"),
         ("run.precision=bf16", "run.precision must be"),
-        ("optim.accum_steps=2", "optim.accum_steps does not apply to trainers.cupy_nccl"),
     ],
 )
 def test_rejected_options(tmp_path, capsys, override, message):
+    """Values the trainer cannot take (options it does not read at all are rejected when
+    parsed: tests/trainers/test_trainer_layout.py)."""
     assert cupy_nccl.main([*TINY, f"run.dir={tmp_path}", override]) == 2
     assert message in capsys.readouterr().err
 
