@@ -9,6 +9,12 @@ from sigreg._result import GoodnessOfFitResult
 from sigreg.collective import Collective
 from sigreg.directions import sample_directions
 from sigreg.edf import anderson_darling, cramer_von_mises, watson
+from sigreg.edf_test import (
+    anderson_darling_test,
+    cramer_von_mises_test,
+    kolmogorov_smirnov_test,
+    watson_test,
+)
 from sigreg.gof import epps_pulley_test
 from sigreg.lejepa import LeJEPALoss, lejepa_loss, lejepa_loss_vjp
 from sigreg.moments import extended_jarque_bera, mean_variance
@@ -23,13 +29,16 @@ __all__ = [
     "GoodnessOfFitResult",
     "LeJEPALoss",
     "anderson_darling",
+    "anderson_darling_test",
     "cramer_von_mises",
+    "cramer_von_mises_test",
     "epps_pulley",
     "epps_pulley_test",
     "epps_pulley_vjp",
     "extended_jarque_bera",
     "henze_zirkler",
     "henze_zirkler_test",
+    "kolmogorov_smirnov_test",
     "lejepa_loss",
     "lejepa_loss_vjp",
     "mean_variance",
@@ -42,6 +51,7 @@ __all__ = [
     "sliced_test",
     "trapezoid_rule",
     "watson",
+    "watson_test",
 ]
 
 __version__ = "0.1.0"

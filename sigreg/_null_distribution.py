@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from sigreg import _edf_spectra
+
 KINDS = ("simple", "composite")
 GAUSS_HERMITE_NODES = 80  # eigenvalues converge to ~1e-16 by 80 nodes (checked in the tests)
 _PANEL_NODES, _PANELS, _STRETCH = 16, 120, 30.0  # contour rule: t in [0, 30], 120 panels
@@ -56,6 +58,18 @@ def eigenvalues(kind: str) -> np.ndarray:
     return lam
 
 
+def spectrum(kind: str) -> tuple[np.ndarray, float]:
+    """``(lam, shift)`` of a limiting law ``sum_k lam_k chi2_1 + shift``.
+
+    ``kind`` is ``"simple"`` or ``"composite"`` (Epps-Pulley, shift 0) or
+    ``"<edf statistic>/simple"``, ``"<edf statistic>/composite"`` (:mod:`sigreg._edf_spectra`).
+    """
+    if kind in KINDS:
+        return eigenvalues(kind), 0.0
+    statistic, _, hypothesis = kind.partition("/")
+    return _edf_spectra.spectrum(statistic, hypothesis == "composite")
+
+
 def _saddle_point(lam: np.ndarray, q: float) -> float:
     """The root ``c`` in ``(0, 1/(2 lam_1))`` of ``K'(c) - 1/c = q`` (bisection).
 
@@ -88,7 +102,7 @@ def _contour(kind: str, level: int) -> tuple[np.ndarray, np.ndarray]:
     ``y = sigma (e^t - 1)`` and a Gauss-Legendre rule in ``t``. The path is good for ``q``
     within a factor 2 of ``q_0``.
     """
-    lam = eigenvalues(kind)
+    lam, _ = spectrum(kind)  # the law without its shift: limit_sf subtracts it from q
     c = _saddle_point(lam, 2.0**level)
     second = np.sum(2.0 * lam**2 / (1.0 - 2.0 * lam * c) ** 2) + 1.0 / c**2
     sigma = 1.0 / math.sqrt(second)
@@ -108,21 +122,23 @@ def _contour(kind: str, level: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def limit_sf(kind: str, q: np.ndarray) -> np.ndarray:
-    """``P(sum_k lam_k chi2_1 > q)`` for the limiting law of ``kind`` (NaN stays NaN).
+    """``P(sum_k lam_k chi2_1 + shift > q)`` for the limiting law of ``kind`` (NaN stays NaN;
+    see :func:`spectrum`).
 
     Gil-Pelaez/Imhof inversion, written as a Bromwich integral on a steepest-descent contour
     (:func:`_contour`): absolute error below ``1e-8`` (``1e-9`` near ``P = 1``), relative error
     about ``1e-7`` or better far into the tail (``P`` down to ``1e-300``); ``1`` for
-    ``q <= 2^-14``, ``0`` where ``P`` underflows.
+    ``q <= shift + 2^-14``, ``0`` where ``P`` underflows.
     """
     q = np.asarray(q, dtype=np.float64)
     out = np.full(q.shape, np.nan)
-    top = 1400.0 * eigenvalues(kind)[0]  # P(Q > top) < exp(-700)
-    bottom = 2.0**_LOWEST_LEVEL  # P(Q <= bottom) < 1e-9, the absolute accuracy near q = 0
+    lam, shift = spectrum(kind)
+    top = shift + 1400.0 * lam[0]  # P(Q > top) < exp(-700)
+    bottom = shift + 2.0**_LOWEST_LEVEL  # P(Q <= bottom) < 1e-9 (the absolute accuracy)
     out[q <= bottom] = 1.0
     out[q >= top] = 0.0
     inside = (q > bottom) & (q < top)
-    values = q[inside]
+    values = q[inside] - shift
     levels = np.maximum(_LOWEST_LEVEL, np.round(np.log2(values))).astype(int)
     result = np.empty_like(values)
     for level in np.unique(levels):

@@ -38,13 +38,15 @@ class UnivariateTest:
     ``statistic(xp, rows, standardize)`` maps finite rows (2-D, samples last) to
     ``(values, constant)``: the statistic of each row and, for the composite test, the mask
     of constant rows (else ``None``). ``asymptotic(observed, counts, standardize)`` maps
-    float64 statistics and sample sizes to p-values (NaN stays NaN).
+    float64 statistics and sample sizes to p-values (NaN stays NaN). ``minimum`` is the
+    smallest sample size of the (simple, composite) test; smaller samples give NaN.
     """
 
     name: str
     statistic: Callable[[Any, Any, bool], tuple[Any, Any]]
     asymptotic: Callable[[np.ndarray, np.ndarray, bool], np.ndarray]
     default_resamples: int = 9999
+    minimum: tuple[int, int] = (1, 3)
 
 
 def compute_dtype(xp: Any, x: Any) -> Any:
@@ -182,7 +184,7 @@ def run_test(test: UnivariateTest, x: Any, options: dict[str, Any]) -> GoodnessO
     z = xp.astype(z, compute_dtype(xp, z))
     omit = _check_values(xp, z, nan_policy) and nan_policy == "omit"
     batch, n = z.shape[:-1], z.shape[-1]
-    minimum = 3 if standardize else 1
+    minimum = test.minimum[standardize]
     rows = xp.reshape(z, (math.prod(batch), n))
     statistic, counts = _statistics(test, xp, rows, standardize, minimum, omit)
     if np.any(counts < minimum):

@@ -44,6 +44,16 @@ def _anderson_darling(xp: Any, z: Any) -> Any:
     return -n - xp.sum(weighted, axis=-1) / n
 
 
+def _kolmogorov_smirnov(xp: Any, z: Any) -> Any:
+    """``D = sup |F_N - Phi| = max_i max(i/N - u_i, u_i - (i - 1)/N)``."""
+    n = z.shape[-1]
+    u = ndtr(xp, xp.sort(z, axis=-1))
+    i = _ranks(xp, z)
+    above = xp.max(i / n - u, axis=-1)
+    below = xp.max(u - (i - 1.0) / n, axis=-1)
+    return xp.maximum(above, below)
+
+
 def cramer_von_mises(
     x: Any, /, *, axis: int = 0, keepdims: bool = False, backend: Any = None
 ) -> Any:
@@ -139,7 +149,8 @@ def watson(x: Any, /, *, axis: int = 0, keepdims: bool = False, backend: Any = N
     ``U^2 = W^2 - N (mean_i u_i - 1/2)^2`` with ``W^2`` the Cramér-von Mises statistic and
     ``u_i = Phi(x_i)`` (Watson 1961): the Cramér-von Mises integral of ``F_N - Phi`` after
     removing its mean, which makes it invariant to the origin on the circle ``u mod 1``.
-    scipy has no Watson statistic. Asymptotic null mean ``1/12``.
+    scipy has no Watson statistic. Asymptotic null mean ``1/12``. Needs 2 samples: one
+    point gives ``1/12`` whatever its value.
 
     Parameters
     ----------
@@ -156,7 +167,7 @@ def watson(x: Any, /, *, axis: int = 0, keepdims: bool = False, backend: Any = N
     Raises
     ------
     ValueError, TypeError
-        As for :func:`cramer_von_mises`.
+        As for :func:`cramer_von_mises`; also fewer than 2 samples.
 
     Examples
     --------
@@ -168,4 +179,4 @@ def watson(x: Any, /, *, axis: int = 0, keepdims: bool = False, backend: Any = N
     >>> float(watson(0.7 * x)) > 0.27
     True
     """
-    return apply_along_samples(_watson, x, axis, keepdims, backend)
+    return apply_along_samples(_watson, x, axis, keepdims, backend, min_samples=2)
