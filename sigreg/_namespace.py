@@ -7,6 +7,7 @@ over one of its arrays, which means it is already in ``sys.modules``.
 from __future__ import annotations
 
 import importlib
+import numbers
 import sys
 from typing import Any
 
@@ -99,6 +100,8 @@ def as_numpy_array_like(x: Any, name: str) -> Any:
     as a numpy array, the way scipy.stats accepts them; arrays of a namespace unchanged."""
     if _is_namespace_array(x):
         return x
+    if isinstance(x, (numbers.Number, str, bytes)) or x is None:
+        raise TypeError(f"{name} must be an array or a sequence of samples, got {type(x).__name__}")
     try:
         converted = np.asarray(x)
     except (TypeError, ValueError) as exc:  # ragged nesting, unconvertible objects
@@ -171,8 +174,8 @@ def prepare_array(x: Any, name: str, xp: Any, *, convert_input: bool) -> tuple[A
 
     With ``convert_input`` (a ``backend`` was requested) ``x`` is converted to ``xp``;
     otherwise it must already belong to ``xp`` (array-likes that are not arrays of a
-    namespace are converted with numpy first, see :func:`as_numpy_array_like`). Returns ``(x_compute, result_dtype)`` as
-    :func:`as_float_array` does.
+    namespace are converted with numpy first, see :func:`as_numpy_array_like`). Returns
+    ``(x_compute, result_dtype)`` as :func:`as_float_array` does.
     """
     if convert_input:
         x = convert(x, xp)

@@ -27,14 +27,15 @@ DEFAULT_SEED = 0
 _OLD_SPELLINGS = {"monte-carlo": "montecarlo", "asymptotic-lognormal": "asymptotic"}
 
 
-def check_method(method: Any, available: tuple[str, ...] = METHODS) -> str:
-    """``method`` in the current spelling (old spellings warn ``DeprecationWarning``)."""
+def check_method(method: Any, available: tuple[str, ...] = METHODS, *, stacklevel: int = 3) -> str:
+    """``method`` in the current spelling (old spellings warn ``DeprecationWarning``
+    attributed to the frame ``stacklevel`` up: the public function's caller by default)."""
     if isinstance(method, str) and method in _OLD_SPELLINGS:
         new = _OLD_SPELLINGS[method]
         warnings.warn(
             f"method={method!r} is deprecated, use method={new!r}",
             DeprecationWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
         method = new
     return check_choice(method, "method", available)

@@ -171,7 +171,7 @@ def run_test(test: UnivariateTest, x: Any, options: dict[str, Any]) -> GoodnessO
         raise ValueError("x must have at least one dimension (the sample axis)")
     axis = check_axis(options["axis"], x.ndim)
     standardize = check_flag(options["standardize"], "standardize")
-    method = check_method(options["method"])
+    method = check_method(options["method"], stacklevel=4)
     nan_policy = check_nan_policy(options["nan_policy"])
     keepdims = check_flag(options["keepdims"], "keepdims")
     resample = resampling(method, options["n_resamples"], options["rng"], test.default_resamples)
