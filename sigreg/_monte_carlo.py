@@ -83,7 +83,7 @@ def with_nan_policy(
         if nan_policy == "propagate" and bool(xp.any(bad)):
             stat, p = nan, nan
         else:
-            stat, p = run(sample[~bad, ...] if bool(xp.any(bad)) else sample)
+            stat, p = run(sample[~bad] if bool(xp.any(bad)) else sample)
         stats.append(xp.reshape(stat, (1,)))
         pvalues.append(xp.reshape(p, (1,)))
     return xp.reshape(xp.concat(stats), batch), xp.reshape(xp.concat(pvalues), batch)
