@@ -57,7 +57,7 @@ def main() -> None:
         test(table[:, :2])  # warm the caches (null-law contours, eigenvalues)
         vectorised = best_time(lambda t=test: t(table), args.repeats)
         columns = [np.ascontiguousarray(table[:, j]) for j in range(args.columns)]
-        loop = best_time(lambda t=test: [t(c) for c in columns], args.repeats)
+        loop = best_time(lambda t=test, cs=columns: [t(c) for c in cs], args.repeats)
         print(f"| {name} | {vectorised:.3f} | {loop:.3f} | {loop / vectorised:.1f} |", flush=True)
 
 
