@@ -19,6 +19,7 @@ from sigreg.gof import epps_pulley_test
 from sigreg.lejepa import LeJEPALoss, lejepa_loss, lejepa_loss_vjp
 from sigreg.moments import extended_jarque_bera, mean_variance
 from sigreg.multivariate import henze_zirkler, henze_zirkler_test
+from sigreg.normality import normality_test
 from sigreg.quadrature import null_expectation, trapezoid_rule
 from sigreg.sliced import sigreg, sliced_epps_pulley, sliced_epps_pulley_vjp
 from sigreg.sliced_gof import sliced_statistic, sliced_test
@@ -42,6 +43,7 @@ __all__ = [
     "lejepa_loss",
     "lejepa_loss_vjp",
     "mean_variance",
+    "normality_test",
     "null_expectation",
     "sample_directions",
     "sigreg",

@@ -43,7 +43,18 @@ ALL_TESTS = UNIVARIATE + ["henze_zirkler_test", "sliced_test"]
 
 def test_every_public_test_is_walked():
     public = {n for n in sigreg.__all__ if n.endswith("_test")}
-    assert public == set(ALL_TESTS)
+    assert public == set(ALL_TESTS) | {"normality_test"}
+
+
+@pytest.mark.parametrize("name", UNIVARIATE)
+def test_normality_test_is_a_thin_front_door(name):
+    x = np.random.default_rng(14).standard_t(6, (30, 2))
+    short = name.removesuffix("_test")
+    ours = sigreg.normality_test(x, test=short, standardize=False, axis=0)
+    ref = getattr(sigreg, name)(x, standardize=False, axis=0)
+    np.testing.assert_array_equal(ours.pvalue, ref.pvalue)
+    with pytest.raises(ValueError, match="test"):
+        sigreg.normality_test(x, test="shapiro")
 
 
 @pytest.mark.parametrize("name", ALL_TESTS)
