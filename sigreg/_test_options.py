@@ -55,13 +55,20 @@ def check_rng(rng: Any) -> np.random.Generator:
     raise TypeError(f"rng must be a numpy.random.Generator or an integer seed, got {rng!r}")
 
 
+def montecarlo_options(
+    n_resamples: Any, rng: Any, default_resamples: int
+) -> tuple[int, np.random.Generator]:
+    """``(n_resamples, generator)`` of a Monte Carlo test (defaults filled in)."""
+    resamples = default_resamples if n_resamples is None else n_resamples
+    return check_int(resamples, "n_resamples", minimum=1), check_rng(rng)
+
+
 def resampling(
     method: str, n_resamples: Any, rng: Any, default_resamples: int
 ) -> tuple[int, np.random.Generator] | None:
     """``(n_resamples, generator)`` for ``method="montecarlo"``, ``None`` otherwise."""
     if method == "montecarlo":
-        resamples = default_resamples if n_resamples is None else n_resamples
-        return check_int(resamples, "n_resamples", minimum=1), check_rng(rng)
+        return montecarlo_options(n_resamples, rng, default_resamples)
     if n_resamples is not None or rng is not None:
         raise ValueError("n_resamples and rng are only used with method='montecarlo'")
     return None

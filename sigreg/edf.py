@@ -15,7 +15,7 @@ from typing import Any
 
 from sigreg._namespace import device_of
 from sigreg._samples import apply_along_samples
-from sigreg._special import log_ndtr, ndtr
+from sigreg._special import log_ndtr_pair, ndtr
 
 
 def _ranks(xp: Any, z: Any) -> Any:
@@ -23,24 +23,30 @@ def _ranks(xp: Any, z: Any) -> Any:
     return xp.arange(1, z.shape[-1] + 1, dtype=z.dtype, device=device_of(z))
 
 
-def _cramer_von_mises(xp: Any, z: Any) -> Any:
-    n = z.shape[-1]
-    u = ndtr(xp, xp.sort(z, axis=-1))
-    gaps = u - (2.0 * _ranks(xp, z) - 1.0) / (2.0 * n)
+def _cramer_von_mises_of_u(xp: Any, u: Any) -> Any:
+    """``W^2`` from the sorted probability-integral transforms ``u``."""
+    n = u.shape[-1]
+    gaps = u - (2.0 * _ranks(xp, u) - 1.0) / (2.0 * n)
     return 1.0 / (12.0 * n) + xp.sum(gaps * gaps, axis=-1)
+
+
+def _cramer_von_mises(xp: Any, z: Any) -> Any:
+    return _cramer_von_mises_of_u(xp, ndtr(xp, xp.sort(z, axis=-1)))
 
 
 def _watson(xp: Any, z: Any) -> Any:
     n = z.shape[-1]
-    centre = xp.mean(ndtr(xp, z), axis=-1) - 0.5
-    return _cramer_von_mises(xp, z) - n * (centre * centre)
+    u = ndtr(xp, xp.sort(z, axis=-1))  # the mean of u does not depend on the order
+    centre = xp.mean(u, axis=-1) - 0.5
+    return _cramer_von_mises_of_u(xp, u) - n * (centre * centre)
 
 
 def _anderson_darling(xp: Any, z: Any) -> Any:
     n = z.shape[-1]
     s = xp.sort(z, axis=-1)
     i = _ranks(xp, z)
-    weighted = (2.0 * i - 1.0) * log_ndtr(xp, s) + (2.0 * (n - i) + 1.0) * log_ndtr(xp, -s)
+    log_lower, log_upper = log_ndtr_pair(xp, s)
+    weighted = (2.0 * i - 1.0) * log_lower + (2.0 * (n - i) + 1.0) * log_upper
     return -n - xp.sum(weighted, axis=-1) / n
 
 

@@ -17,7 +17,7 @@ from sigreg import sliced as _sliced
 from sigreg._monte_carlo import monte_carlo_pvalue, with_nan_policy
 from sigreg._namespace import pick_namespace, prepare_array
 from sigreg._result import GoodnessOfFitResult, make_result
-from sigreg._test_options import check_method, check_nan_policy, resampling
+from sigreg._test_options import check_method, check_nan_policy, montecarlo_options
 from sigreg._validation import check_choice, poison
 from sigreg.edf import anderson_darling, cramer_von_mises, watson
 from sigreg.moments import extended_jarque_bera, mean_variance
@@ -183,7 +183,7 @@ def sliced_test(
     """
     check_method(method, ("montecarlo",))
     nan_policy = check_nan_policy(nan_policy)
-    resample = resampling("montecarlo", n_resamples, rng, DEFAULT_RESAMPLES)
+    resample = montecarlo_options(n_resamples, rng, DEFAULT_RESAMPLES)
     xp = pick_namespace(x, "x", backend)
     x, out_dtype = prepare_array(x, "x", xp, convert_input=backend is not None)
     zeroed = xp.where(xp.isnan(x), xp.zeros_like(x), x)  # validate all but NaN (nan_policy)
