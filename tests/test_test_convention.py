@@ -183,6 +183,12 @@ def test_extended_jarque_bera_float32_extreme_scales(xp, device):
         assert np.all(np.isposinf(out[~finite]))
     with pytest.raises(ValueError, match="zero variance"):
         sigreg.extended_jarque_bera(make(xp, device, np.full(8, 1e-30), "float32"))
+    x = make(xp, device, 1e-30 * base, "float32")  # through the sliced statistic and test
+    a = make(xp, device, np.eye(2), "float32")
+    value = sigreg.sliced_statistic(x, a, statistic="extended_jarque_bera", reduction="none")
+    assert not np.any(np.isnan(to64(value)))
+    res = sigreg.sliced_test(x, a, statistic="extended_jarque_bera", n_resamples=9)
+    assert float(to64(res.pvalue)) == pytest.approx(0.1)  # N/2 (m2 - 1)^2 ~ 32: rejected
 
 
 def test_henze_zirkler_float32_extreme_scales(xp, device):
