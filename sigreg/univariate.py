@@ -72,7 +72,8 @@ def epps_pulley(
         ``"trapezoid"``: the official LeJEPA quadrature (33-node symmetric trapezoid on
         ``[-3, 3]`` with the defaults). ``"exact"``: the untruncated integral in closed form
         (a Gaussian-kernel pair sum, ``O(N)`` memory; ``O(N)`` time by an exact series for
-        concentrated samples, ``O(N^2)`` otherwise, see :mod:`sigreg._exact`).
+        concentrated samples, ``O(N log N)`` for spread-out ones from 4096 samples on,
+        ``O(N^2)`` below that and under ``jax.jit``, see :mod:`sigreg._exact`).
     debias : bool, default False
         Use the U-statistic (drop the ``j = k`` terms of ``|phi_hat|^2``): zero mean under
         the null at every ``N``, and can be negative. Needs at least 2 samples (in the
