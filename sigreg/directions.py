@@ -46,7 +46,8 @@ def sample_directions(
         Namespace of the result ("numpy", "torch", "jax", "cupy", "array_api_strict" or a
         namespace module).
     dtype : dtype, optional
-        Floating dtype of the result; default: the backend's default float.
+        Real floating dtype of the result (``TypeError`` otherwise); default: the
+        backend's default float.
     device : device, optional
         Device of the result; default: the backend's default device.
 
@@ -78,4 +79,13 @@ def sample_directions(
     directions = np.ascontiguousarray((g / norms[:, None]).T)
     if dtype is None:
         dtype = default_float(xp, device)
+    elif not _is_real_floating(xp, dtype):
+        raise TypeError(f"dtype must be a real floating dtype of {xp.__name__}, got {dtype!r}")
     return xp.asarray(directions, dtype=dtype, device=device)
+
+
+def _is_real_floating(xp: Any, dtype: Any) -> bool:
+    try:
+        return bool(xp.isdtype(dtype, "real floating"))
+    except (TypeError, ValueError, AttributeError):  # not a dtype of this namespace
+        return False

@@ -67,6 +67,8 @@ def _generator(rng: Any) -> np.random.Generator:
     if isinstance(rng, np.random.Generator):
         return rng
     if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
+        if int(rng) < 0:
+            raise ValueError(f"rng must be a non-negative integer seed, got {rng}")
         return np.random.default_rng(int(rng))
     raise TypeError(
         "rng must be a numpy.random.Generator or an integer seed for method='montecarlo', "

@@ -6,8 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 from sigreg import _statistic
-from sigreg._namespace import device_of, pick_namespace, prepare_array
-from sigreg._validation import check_axis, check_finite, check_flag, check_sample_count
+from sigreg._namespace import pick_namespace, prepare_array
+from sigreg._validation import (
+    as_cotangent,
+    check_axis,
+    check_finite,
+    check_flag,
+    check_sample_count,
+)
 
 
 def _setup(x, axis, keepdims, t_max, n_points, integration, debias, collective, backend):
@@ -166,7 +172,7 @@ def epps_pulley_vjp(
     stat_shape = value.shape
 
     def pullback(cotangent: Any) -> Any:
-        g = xp.asarray(cotangent, dtype=z.dtype, device=device_of(z))
+        g = as_cotangent(xp, cotangent, z)
         if keepdims and g.ndim == len(stat_shape) + 1:
             g = xp.squeeze(g, axis=axis)
         g = xp.broadcast_to(g, stat_shape)
