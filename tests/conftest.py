@@ -56,6 +56,7 @@ JAX_MATRIX = {
     "test_nonfinite_raises_eager": _F64,
     "test_epps_pulley_vjp_collective": _F64,
     "test_sliced_collective_value_and_vjp": _F64,
+    "test_bad_input_gives_error_or_correct_value": _F64,
 }
 
 
