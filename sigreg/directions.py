@@ -79,13 +79,7 @@ def sample_directions(
     directions = np.ascontiguousarray((g / norms[:, None]).T)
     if dtype is None:
         dtype = default_float(xp, device)
-    elif not _is_real_floating(xp, dtype):
-        raise TypeError(f"dtype must be a real floating dtype of {xp.__name__}, got {dtype!r}")
-    return xp.asarray(directions, dtype=dtype, device=device)
-
-
-def _is_real_floating(xp: Any, dtype: Any) -> bool:
-    try:
-        return bool(xp.isdtype(dtype, "real floating"))
-    except (TypeError, ValueError, AttributeError):  # not a dtype of this namespace
-        return False
+    out = xp.asarray(directions, dtype=dtype, device=device)
+    if not xp.isdtype(out.dtype, "real floating"):
+        raise TypeError(f"dtype must be a real floating dtype, got {dtype!r}")
+    return out
