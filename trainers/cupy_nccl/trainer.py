@@ -401,7 +401,7 @@ class Trainer(RunLoop):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0, 2, 3 or 4; see run_trainer)."""
+    """Command-line entry point; returns the exit status (0, 2 or 3)."""
     prog, description = "python -m trainers.cupy_nccl", __doc__.split("\n\n")[0]
     _, args, cfg = parse_trainer_args(prog, description, argv, base={"model": {"backbone": "mlp"}})
     from threadpoolctl import threadpool_limits
