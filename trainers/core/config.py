@@ -512,7 +512,7 @@ def _check_run_dir(path: str) -> None:
     neither it nor its nearest existing parent is a file."""
     if not path.strip():
         raise ValueError("run.dir must not be empty")
-    existing = os.path.abspath(os.path.expanduser(path))
+    existing = os.path.abspath(path)
     while not os.path.exists(existing) and os.path.dirname(existing) != existing:
         existing = os.path.dirname(existing)
     if os.path.exists(existing) and not os.path.isdir(existing):
