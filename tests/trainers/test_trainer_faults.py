@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
-import signal
 import stat
 import subprocess
 import sys
@@ -41,16 +39,23 @@ FAST = [
 ]
 
 
-def _trainer(*args: str, preexec=None, prefix=None) -> subprocess.CompletedProcess:
-    command = prefix or [sys.executable, "-m", "trainers.cupy_nccl"]
+def _trainer(*args: str, setup: str = "", env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the numpy trainer in a fresh interpreter after the Python code ``setup`` (no
+    ``preexec_fn``: forking a process that runs JAX threads may deadlock)."""
+    script = textwrap.dedent(setup) + textwrap.dedent(
+        """
+        import sys
+        from trainers.cupy_nccl.trainer import main
+        raise SystemExit(main(sys.argv[1:]))
+        """
+    )
     return subprocess.run(
-        [*command, *FAST, *args],
+        [sys.executable, "-c", script, *FAST, *args],
         cwd=ROOT,
-        env=subprocess_env(),
+        env={**subprocess_env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
-        preexec_fn=preexec,
     )
 
 
@@ -109,12 +114,13 @@ def test_full_disk_one_line_exit_4_and_stale_temp_removed(tmp_path):
     other = run_dir / ".notes.tmp"  # not a file of the run: kept
     other.write_text("mine")
 
-    def limit():
+    limit = """
+        import os, resource, signal
         resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, 256 << 10))
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # inherited across exec: EFBIG instead
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit: EFBIG
         os.umask(0o027)
-
-    proc = _trainer(f"run.dir={run_dir}", preexec=limit)
+    """
+    proc = _trainer(f"run.dir={run_dir}", setup=limit)
     assert proc.returncode == 4, proc.stderr[-3000:]
     line = _one_error_line(proc.stderr)
     assert line == f"rank 0: error: File too large: {run_dir}/ckpt_00000002.npz"
@@ -126,10 +132,9 @@ def test_full_disk_one_line_exit_4_and_stale_temp_removed(tmp_path):
         assert stat.S_IMODE(os.stat(run_dir / name).st_mode) == 0o640, name
 
 
-READ_ONLY = textwrap.dedent(
-    """
-    import errno, os, sys, tempfile
-    run_dir = os.path.realpath(sys.argv[1])
+READ_ONLY = """
+    import errno, os, tempfile
+    run_dir = os.path.realpath(os.environ["READ_ONLY_DIR"])
     real_mkstemp = tempfile.mkstemp
 
     def mkstemp(*args, dir=None, **kwargs):  # what the kernel does in a read-only directory
@@ -138,16 +143,13 @@ READ_ONLY = textwrap.dedent(
         return real_mkstemp(*args, dir=dir, **kwargs)
 
     tempfile.mkstemp = mkstemp
-    from trainers.cupy_nccl.trainer import main
-    raise SystemExit(main(sys.argv[2:]))
-    """
-)
+"""
 
 
 def test_read_only_run_dir_injected(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    proc = _trainer(f"run.dir={run_dir}", prefix=[sys.executable, "-c", READ_ONLY, str(run_dir)])
+    proc = _trainer(f"run.dir={run_dir}", setup=READ_ONLY, env={"READ_ONLY_DIR": str(run_dir)})
     assert proc.returncode == 4, proc.stderr[-3000:]
     line = _one_error_line(proc.stderr)
     assert line == f"rank 0: error: Permission denied: {run_dir}/metrics.jsonl"
