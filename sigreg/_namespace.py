@@ -38,7 +38,14 @@ def resolve_backend(backend: Any) -> Any:
                 f"backend must be one of {sorted(_BACKEND_MODULES)} or an array namespace, "
                 f"got {backend!r}"
             )
-        module = importlib.import_module(_BACKEND_MODULES[backend])
+        try:
+            module = importlib.import_module(_BACKEND_MODULES[backend])
+        except ImportError as exc:
+            extra = "array-api-strict" if backend == "array_api_strict" else f"'sigreg[{backend}]'"
+            raise ImportError(
+                f"backend={backend!r} needs a package that is not installed ({exc}); "
+                f"install it with: pip install {extra}"
+            ) from exc
     else:
         module = backend
     try:
@@ -73,7 +80,10 @@ def convert(x: Any, xp: Any) -> Any:
             return x
     except TypeError:
         pass
-    return xp.asarray(_to_host(x))
+    host = _to_host(x)
+    if any(stride < 0 for stride in getattr(host, "strides", ())):  # torch cannot wrap these
+        host = np.ascontiguousarray(host)
+    return xp.asarray(host)
 
 
 def namespace_of(x: Any, name: str) -> Any:

@@ -62,6 +62,7 @@ JAX_MATRIX = {
     "test_henze_zirkler_float32_extreme_scales": _F64,
     "test_henze_zirkler_needs_a_coordinate": _F64,
     "test_nan_statistic_has_nan_pvalue": _F64,
+    "test_bad_input_gives_error_or_correct_value": _F64,
 }
 
 

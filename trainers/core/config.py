@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import math
 import numbers
+import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -484,6 +485,8 @@ def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
                 raise _unknown("option", key, [f"{name}.{f}" for f in fields])
             kwargs[option] = _coerce(value, hints[option], key)
             _check_range(kwargs[option], fields[option].metadata, key)
+            if key == "run.dir":
+                _check_run_dir(kwargs[option])
         sections[name] = cls(**kwargs)
     return TrainConfig(**sections)
 
@@ -548,7 +551,31 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     try:
         return section, option, yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ValueError(f"cannot read the value of {key} ({raw!r}) as YAML: {exc}") from None
+        raise ValueError(
+            f"cannot read the value of {key} ({raw!r}) as YAML: {_yaml_problem(exc)}"
+        ) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: the problem and where (PyYAML's text spans lines)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
+
+
+def _check_run_dir(path: str) -> None:
+    """Raise ``ValueError`` unless ``path`` can be the run directory: not empty, and
+    neither it nor its nearest existing parent is a file."""
+    if not path.strip():
+        raise ValueError("run.dir must not be empty")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if os.path.exists(existing) and not os.path.isdir(existing):
+        where = "" if existing == os.path.abspath(path) else f" ({existing} is a file)"
+        raise ValueError(f"run.dir {path!r} must be a directory{where}")
 
 
 def load_config(
@@ -582,7 +609,10 @@ def load_config(
     values: dict[str, Any] = {k: dict(v) for k, v in (base or {}).items()}
     if path is not None:
         with open(path, encoding="utf-8") as fh:
-            loaded = yaml.safe_load(fh)
+            try:
+                loaded = yaml.safe_load(fh)
+            except yaml.YAMLError as exc:
+                raise ValueError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

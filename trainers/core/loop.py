@@ -269,14 +269,19 @@ def run_trainer(
 ) -> int:
     """Build a trainer and fit it; the exit status: 0 done, 2 bad configuration (a
     ``TypeError``/``ValueError`` while building), 3 non-finite loss (``on_nonfinite`` runs
-    after the error is printed, e.g. a barrier so that every rank reports). Errors are
-    printed as ``"{who} {rank}: error: ..."``."""
+    after the error is printed, e.g. a barrier so that every rank reports), 4 a file that
+    cannot be written or read (an ``OSError``: read-only run directory, full disk). Errors
+    are printed as one line ``"{who} {rank}: error: ..."``. The main rank first removes
+    temporary files that a crash left in ``run.dir``."""
+    trainer = None
     try:
         try:
             trainer = build()
         except (TypeError, ValueError) as exc:
             print(f"{who} {rank}: error: {exc}", file=sys.stderr, flush=True)
             return 2
+        if trainer.is_main:
+            _remove_stale_temp_files(trainer.cfg.run.dir)
         trainer.fit()
         return 0
     except NonFiniteLoss as exc:
@@ -284,6 +289,30 @@ def run_trainer(
         if on_nonfinite is not None:
             on_nonfinite()
         return 3
+    except OSError as exc:
+        run_dir = None if trainer is None else trainer.cfg.run.dir
+        print(f"{who} {rank}: error: {os_error_message(exc, run_dir)}", file=sys.stderr)
+        return 4
+
+
+def os_error_message(exc: OSError, run_dir: str | None) -> str:
+    """One line for a failed file operation: what failed and on which file (``run_dir``
+    when the error does not name one, e.g. a failed append)."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename:
+        return f"{what}: {exc.filename}"
+    return what if run_dir is None else f"{what} (writing to run.dir {run_dir})"
+
+
+def _remove_stale_temp_files(run_dir: str) -> None:
+    removed = rundir.remove_stale_temp_files(run_dir)
+    if removed:
+        names = ", ".join(os.path.basename(p) for p in removed)
+        print(
+            f"warning: removed {len(removed)} stale temporary file(s) in {run_dir}: {names}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _format(record: Mapping[str, Any]) -> str:
