@@ -388,7 +388,10 @@ class Trainer(RunLoop):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0; 2 bad option or file; 3 non-finite loss; 4 file-system failure)."""
+    """Command-line entry point; returns the exit status.
+
+    0 done, 2 bad option or file, 3 non-finite loss, 4 file-system failure.
+    """
     description = __doc__.split("\n\n")[0]
     _, args, cfg = parse_trainer_args("cupy_nccl", description, argv, base=BASE)
     env = control_plane()  # the arrays go where run.device says

@@ -454,7 +454,10 @@ def init_jax(args: argparse.Namespace, cfg: TrainConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0; 2 bad option or file; 3 non-finite loss; 4 file-system failure)."""
+    """Command-line entry point; returns the exit status.
+
+    0 done, 2 bad option or file, 3 non-finite loss, 4 file-system failure.
+    """
     p = parser()
     args = p.parse_intermixed_args(argv)
     cfg = load_trainer_config(p, args, "jax_pmap")

@@ -307,7 +307,10 @@ class Trainer(RunLoop):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0; 2 bad option or file; 3 non-finite loss; 4 file-system failure)."""
+    """Command-line entry point; returns the exit status.
+
+    0 done, 2 bad option or file, 3 non-finite loss, 4 file-system failure.
+    """
     description = __doc__.split("\n\n")[0]
     parser, args, cfg = parse_trainer_args("torch_ddp", description, argv)
     configure_torch(cfg)
