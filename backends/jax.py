@@ -67,7 +67,7 @@ from sigreg._validation import (
 )
 from sigreg.collective import reduce_sums
 from sigreg.directions import sample_directions
-from sigreg.lejepa import PREDICTIONS, LeJEPALoss
+from sigreg.lejepa import PREDICTIONS, LeJEPAParts
 from sigreg.sliced import _project, _reduce
 
 __all__ = [
@@ -608,7 +608,7 @@ def lejepa_loss(
     t_max: float = 3.0,
     n_points: int = 17,
     collective: Any = None,
-) -> LeJEPALoss:
+) -> LeJEPAParts:
     """:func:`sigreg.lejepa_loss` for JAX, its SIGReg term a ``custom_vjp``.
 
     The prediction term is plain ``jax.numpy`` (autodiff, and ``lax.psum`` differentiated
@@ -639,7 +639,7 @@ def lejepa_loss(
 
     Returns
     -------
-    sigreg.LeJEPALoss
+    sigreg.LeJEPAParts
         ``(loss, prediction, sigreg)``, 0-d arrays of the dtype of ``global_views``.
 
     Raises
@@ -705,4 +705,4 @@ def lejepa_loss(
         pred = pred + spread_sum / (g.shape[0] * count * dim)
     sig = jnp.mean(_sliced_statistic(rule, "mean", collective)(views, directions))
     loss = (1.0 - lamb) * pred + lamb * sig
-    return LeJEPALoss(*(_poison(p, checks).astype(out_dtype) for p in (loss, pred, sig)))
+    return LeJEPAParts(*(_poison(p, checks).astype(out_dtype) for p in (loss, pred, sig)))

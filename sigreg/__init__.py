@@ -10,7 +10,8 @@ from sigreg.collective import Collective
 from sigreg.directions import sample_directions
 from sigreg.edf import anderson_darling, cramer_von_mises, watson
 from sigreg.gof import epps_pulley_test
-from sigreg.lejepa import LeJEPALoss, lejepa_loss, lejepa_loss_vjp
+from sigreg import engine, lejepa
+from sigreg.lejepa import LeJEPAParts, lejepa_loss, lejepa_loss_vjp
 from sigreg.moments import extended_jarque_bera, mean_variance
 from sigreg.multivariate import henze_zirkler, henze_zirkler_test
 from sigreg.quadrature import null_expectation, trapezoid_rule
@@ -21,9 +22,10 @@ from sigreg.univariate import epps_pulley, epps_pulley_vjp
 __all__ = [
     "Collective",
     "GoodnessOfFitResult",
-    "LeJEPALoss",
+    "LeJEPAParts",
     "anderson_darling",
     "cramer_von_mises",
+    "engine",
     "epps_pulley",
     "epps_pulley_test",
     "epps_pulley_vjp",
@@ -45,3 +47,9 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    if name == "LeJEPALoss":  # deprecated alias of LeJEPAParts, warns on access
+        return lejepa.__getattr__(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

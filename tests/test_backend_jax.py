@@ -150,7 +150,7 @@ def lejepa_results(data):
 def test_lejepa_equals_core_and_autodiff(lejepa_results, name):
     out, refs = lejepa_results
     loss, g_custom, g_plain = out[name]
-    assert isinstance(loss, sigreg.LeJEPALoss)
+    assert isinstance(loss, sigreg.LeJEPAParts)
     for part in ("loss", "prediction", "sigreg"):
         assert _rel_err(getattr(loss, part), getattr(refs[name], part)) <= TIGHT, part
     assert len(g_custom) == len(g_plain) == (2 if LEJEPA_CASES[name][1] else 1)
