@@ -5,12 +5,12 @@ array_api_strict) and returns results in the same namespace, dtype and device. N
 framework is imported by ``import sigreg``.
 """
 
+from sigreg import engine, lejepa
 from sigreg._result import GoodnessOfFitResult
 from sigreg.collective import Collective
 from sigreg.directions import sample_directions
 from sigreg.edf import anderson_darling, cramer_von_mises, watson
 from sigreg.gof import epps_pulley_test
-from sigreg import engine, lejepa
 from sigreg.lejepa import LeJEPAParts, lejepa_loss, lejepa_loss_vjp
 from sigreg.moments import extended_jarque_bera, mean_variance
 from sigreg.multivariate import henze_zirkler, henze_zirkler_test
