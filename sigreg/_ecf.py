@@ -177,4 +177,3 @@ def ecf_sums_pullback(
         values = _knot_values(xp, rows[start:stop, :], step, t, engine)
         grads.append(_gradient(xp, values, t, gc[start:stop, :], gs[start:stop, :]))
     return xp.reshape(xp.concat(grads, axis=0), z.shape)
-

@@ -34,13 +34,13 @@ BOX_WIDTH = 12.0  # boxed pair sum: samples two boxes apart interact below exp(-
 BOXES_FROM = 4096  # below this N the direct pair sum is as cheap as the boxes
 
 
-
 def _host_float(value: Any) -> float:
     """``float(value)`` for a host-side decision (which method, how many terms): the value
     may carry an autograd graph, which this read does not use (torch would warn)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
         return float(value)
+
 
 def _block_rows(z: Any) -> int:
     batch = math.prod(z.shape[:-1])

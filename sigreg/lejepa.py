@@ -233,9 +233,7 @@ def _forward(
     if state.prediction == "pairwise":
         pred = pred + spread_sum / (n_global * count * dim)
     z = _engine.project(xp, views, state.directions)
-    per_view, residual = _engine.forward(
-        xp, z, state.rule, collective, with_gradient=with_gradient
-    )
+    per_view, residual = _engine.forward(xp, z, state.rule, collective, with_gradient=with_gradient)
     sig = xp.mean(per_view)
     loss = (1.0 - state.lamb) * pred + state.lamb * sig
     return (loss, pred, sig), (mu, count, z, residual)

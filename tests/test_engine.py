@@ -49,7 +49,10 @@ def test_strategies_agree_across_blocks(monkeypatch, dtype, rtol, debias):
     x, a = _problem(dtype)
     cot = np.random.default_rng(4).uniform(0.5, 1.5, (2, 37)).astype(dtype)
     ref_v, pb = sigreg.sliced_epps_pulley_vjp(
-        x.astype(np.float64), a.astype(np.float64), reduction="none", debias=debias,
+        x.astype(np.float64),
+        a.astype(np.float64),
+        reduction="none",
+        debias=debias,
         engine="few_kernels",
     )
     ref_g = pb(cot.astype(np.float64))
@@ -81,8 +84,9 @@ def test_gradient_in_forward_equals_second_pass():
     own pass over the knot values (the path a collective takes)."""
     x, a = _problem(np.float64)
     z = engine.project(np, x, a)
-    rule = engine.make_rule(t_max=3.0, n_points=17, integration="trapezoid", debias=True,
-                            collective=None)
+    rule = engine.make_rule(
+        t_max=3.0, n_points=17, integration="trapezoid", debias=True, collective=None
+    )
     cot = np.random.default_rng(5).standard_normal(z.shape[:-1])
     value_1, res_1 = engine.forward(np, z, rule, with_gradient=True)
     value_2, res_2 = engine.forward(np, z, rule)

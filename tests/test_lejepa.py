@@ -27,9 +27,7 @@ def test_matches_oracle_with_directions(xp, device, dtype, engine, prediction, w
     g = make(xp, device, g_np, dtype)
     loc = None if l_np is None else make(xp, device, l_np, dtype)
     a = make(xp, device, a_np, dtype)
-    res = sigreg.lejepa_loss(
-        g, loc, directions=a, prediction=prediction, lamb=0.3, engine=engine
-    )
+    res = sigreg.lejepa_loss(g, loc, directions=a, prediction=prediction, lamb=0.3, engine=engine)
     ref_loss, ref_pred, ref_sig = O.lejepa(
         to64(g), None if loc is None else to64(loc), to64(a), lamb=0.3, prediction=prediction
     )
@@ -146,9 +144,7 @@ def test_lejepa_vjp_backends(xp, device, dtype, engine):
     g_np, l_np = _views(64, vg=2, vl=1, n=5, d=3)
     a_np = O.unit_directions(np.random.default_rng(65), 3, 2)
     g, loc, a = (make(xp, device, v, dtype) for v in (g_np, l_np, a_np))
-    parts, pb = sigreg.lejepa_loss_vjp(
-        g, loc, directions=a, prediction="pairwise", engine=engine
-    )
+    parts, pb = sigreg.lejepa_loss_vjp(g, loc, directions=a, prediction="pairwise", engine=engine)
     gg, gl = pb(1.0)
     for arr, like in ((gg, g), (gl, loc)):
         assert tuple(arr.shape) == tuple(like.shape) and arr.dtype == like.dtype
