@@ -26,6 +26,7 @@ or given (the second pass of a collective run: :func:`given_coefficients`).
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import torch
@@ -113,19 +114,28 @@ def phase_gradient(theta: torch.Tensor, const: Constants, coef: torch.Tensor) ->
 
 
 # ------------------------------------------------------------------------ cache fused
-def _chebyshev_values(theta: torch.Tensor, n_knots: int, out: torch.Tensor) -> torch.Tensor:
-    """Fill ``out`` (``(K, 2, rows, N)``) with ``s_k [cos(k theta), sin(k theta)]``."""
-    torch.cos(theta, out=out[0, 0])
-    torch.sin(theta, out=out[0, 1])
-    if n_knots == 1:
-        return out
-    c = out[0, 0]
-    base = torch.tensor([1.0, 0.0], dtype=theta.dtype, device=theta.device).view(2, 1, 1)
-    torch.addcmul(base, c, out[0], value=-2.0, out=out[1])  # V_2 = Y_0 - 2 c Y_1
-    s = signs(n_knots + 1)
-    for k in range(2, n_knots):  # knot k + 1 from knots k and k - 1
-        torch.addcmul(out[k - 2], c, out[k - 1], value=2.0 * s[k] * s[k - 1], out=out[k])
-    return out
+class _Block:
+    """A ``(K, 2, rows, N)`` buffer and the views the recurrence writes, made once per size."""
+
+    def __init__(self, n_knots: int, rows: int, n: int, like: torch.Tensor) -> None:
+        self.values = torch.empty(n_knots, 2, rows, n, dtype=like.dtype, device=like.device)
+        self.knots = self.values.unbind(0)  # (2, rows, N) each: [cos, sin] of one knot
+        self.cos1, self.sin1 = self.knots[0].unbind(0)
+        self.flat = self.values.view(-1, n)  # (2K rows, N): one matrix-vector product sums it
+        self.by_row = self.values.view(2 * n_knots, rows, n).transpose(0, 1)  # (rows, 2K, N)
+        self.base = torch.tensor([1.0, 0.0], dtype=like.dtype, device=like.device).view(2, 1, 1)
+        s = signs(n_knots + 1)
+        self.factors = [2.0 * s[k] * s[k - 1] for k in range(n_knots)]
+
+    def fill(self, theta: torch.Tensor) -> None:
+        """``s_k [cos(k theta), sin(k theta)]`` for ``theta`` ``(rows, N)``: 2 + K-1 operations."""
+        torch.cos(theta, out=self.cos1)
+        torch.sin(theta, out=self.sin1)
+        knots, c = self.knots, self.cos1
+        if len(knots) > 1:
+            torch.addcmul(self.base, c, knots[0], value=-2.0, out=knots[1])  # V_2 = Y_0 - 2cY_1
+        for k in range(2, len(knots)):  # knot k + 1 from knots k and k - 1
+            torch.addcmul(knots[k - 2], c, knots[k - 1], value=self.factors[k], out=knots[k])
 
 
 def cache_fused_rows(n_samples: int) -> int:
@@ -135,40 +145,85 @@ def cache_fused_rows(n_samples: int) -> int:
 
 def cache_fused_pass(
     theta: torch.Tensor, n_knots: int, block: int, coefficients: Any
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Sums ``(R, 2K)`` and optionally the gradient ``(R, N)`` of ``theta`` ``(R, N)``.
 
     ``coefficients`` is None (sums only), a ``(R, 2K)`` tensor (gradient for these
-    coefficients, no sums) or a ``(scale, offset)`` pair of :func:`unit_coefficients` (the
-    statistic's own gradient, from each block's sums while the block is in cache).
+    coefficients; the sums are not returned) or a ``(scale, offset)`` pair of
+    :func:`unit_coefficients` (the statistic's own gradient, from each block's sums while
+    the block is in cache).
     """
     rows, n = theta.shape
     sign = torch.tensor(signs(n_knots), dtype=theta.dtype, device=theta.device)
     sign2 = sign.repeat_interleave(2).unsqueeze(1)  # (2K, 1) in the buffer's (k, cos/sin) order
-    storage = torch.empty(n_knots * 2 * block * n, dtype=theta.dtype, device=theta.device)
     ones = torch.ones(n, dtype=theta.dtype, device=theta.device)
     given = isinstance(coefficients, torch.Tensor)
-    if given:  # [a..., b...] -> buffer order, signed, rows last
-        coef_all = coefficients.view(rows, 2, n_knots).transpose(1, 2).reshape(rows, -1).T * sign2
+    if given:  # [a..., b...] -> buffer order, signed, one (1, 2K) row per slice
+        signed = coefficients.view(rows, 2, n_knots).transpose(1, 2).reshape(rows, -1)
+        coef_blocks = (signed * sign2.T).unsqueeze(1).split(block)
     elif coefficients is not None:
         mix, shift = signed_matrix(*coefficients, sign)
     grad = None if coefficients is None else torch.empty_like(theta)
+    grad_blocks = () if grad is None else grad.unsqueeze(1).split(block)
+    buffers: dict[int, _Block] = {}
     sums = []
-    for start in range(0, rows, block):
-        stop = min(start + block, rows)
-        buffer = storage[: n_knots * 2 * (stop - start) * n].view(n_knots, 2, stop - start, n)
-        values = _chebyshev_values(theta[start:stop], n_knots, buffer)
-        flat = values.view(2 * n_knots, stop - start, n)
+    for i, theta_block in enumerate(theta.split(block)):
+        size = theta_block.shape[0]
+        if size not in buffers:
+            buffers[size] = _Block(n_knots, size, n, theta)
+        buf = buffers[size]
+        buf.fill(theta_block)
         if not given:
-            sums.append(torch.mv(flat.view(-1, n), ones).view(2 * n_knots, -1))
+            sums.append(torch.mv(buf.flat, ones).view(2 * n_knots, size))
         if coefficients is None:
             continue
-        coef = coef_all[:, start:stop] if given else torch.addmm(shift, mix, sums[-1])
-        torch.bmm(coef.T.unsqueeze(1), flat.transpose(0, 1), out=grad[start:stop].unsqueeze(1))
+        coef = coef_blocks[i] if given else torch.addmm(shift, mix, sums[-1]).T.unsqueeze(1)
+        torch.bmm(coef, buf.by_row, out=grad_blocks[i])
     if given:
         return None, grad
     total = torch.cat(sums, dim=1) * sign2  # (2K, R), true sums in (k, cos/sin) order
     return total.view(n_knots, 2, rows).permute(2, 1, 0).reshape(rows, 2 * n_knots), grad
+
+
+def cache_fused_threads(
+    theta: torch.Tensor, n_knots: int, block: int, coefficients: Any, workers: int
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """:func:`cache_fused_pass` over ``workers`` contiguous groups of blocks in threads.
+
+    The kernels are single-threaded (below the grain size) and release the GIL, so Python
+    threads give the parallelism that OpenMP would, without its barriers: when another
+    process takes a core, a thread simply waits its turn instead of spinning.
+    """
+    rows = theta.shape[0]
+    workers = min(workers, -(-rows // block))
+    if workers <= 1:
+        return cache_fused_pass(theta, n_knots, block, coefficients)
+    per = -(-rows // (workers * block)) * block
+    given = isinstance(coefficients, torch.Tensor)
+    parts = [(start, min(start + per, rows)) for start in range(0, rows, per)]
+    jobs = [
+        _pool(len(parts)).submit(
+            cache_fused_pass,
+            theta[a:b],
+            n_knots,
+            block,
+            coefficients[a:b] if given else coefficients,
+        )
+        for a, b in parts
+    ]
+    results = [job.result() for job in jobs]
+    sums = None if given else torch.cat([r[0] for r in results])
+    grads = None if coefficients is None else torch.cat([r[1] for r in results])
+    return sums, grads
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    if workers not in _POOLS:
+        _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="sigreg-cache-fused")
+    return _POOLS[workers]
 
 
 def signed_matrix(

@@ -203,7 +203,8 @@ def _ecf_pass(theta, const, engine, rows, coefficients):
     n_knots = const.grad_scale.shape[0]
     if engine == "cache_fused":
         unit = None if not isinstance(coefficients, tuple) else (coefficients[0], const.grad_offset)
-        return _kernels.cache_fused_pass(theta, n_knots, rows, unit or coefficients)
+        workers = 1 if torch.compiler.is_compiling() else torch.get_num_threads()
+        return _kernels.cache_fused_threads(theta, n_knots, rows, unit or coefficients, workers)
     sums, grads = [], []
     for start in range(0, theta.shape[0], rows):
         block = theta[start : start + rows]

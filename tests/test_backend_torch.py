@@ -199,13 +199,13 @@ def count_ops(fn):
 def test_few_kernels_dispatches_few_operations():
     """The accelerator strategy: a bounded number of aten operations per forward + backward,
     independent of the number of slices while one chunk holds them (the benchmark prints the
-    count at (2048, 512, 1024)); the CPU strategy's count grows with the blocks."""
+    count at (2048, 512, 1024))."""
     x = torch.randn(256, 32, requires_grad=True)
     counts = {}
     for m in (64, 512):
         a = _dirs(32, m, dtype=torch.float32)
 
-        def step(engine):
+        def step(engine, a=a):
             x.grad = None
             bt.sliced_epps_pulley(x, a, engine=engine).backward()
 
@@ -213,7 +213,6 @@ def test_few_kernels_dispatches_few_operations():
         counts[m] = count_ops(lambda: step("few_kernels"))
         assert counts[m] <= 64, counts
     assert counts[64] == counts[512]
-    assert count_ops(lambda: step("cache_fused")) > 64
 
 
 # --------------------------------------------------------------- SIGReg module
