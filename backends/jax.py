@@ -397,7 +397,7 @@ def _knot_statistic(rule: Any, collective: Any, engine: str) -> tuple[Any, Any]:
         count: Any = float(n)
         if collective is not None:
             (cos_sums, sin_sums), total = reduce_sums(collective, jnp, [cos_sums, sin_sums], n)
-            count = total[0]
+            count = jnp.reshape(total, (-1,))[0]
         values, c, s = _engine.statistic_from_sums(
             jnp, cos_sums, sin_sums, count, weights, phi, debias=rule.debias
         )
