@@ -50,7 +50,12 @@ from backends import _torch_kernels as _kernels
 from sigreg._validation import REDUCTIONS, check_choice, check_flag, check_int
 from sigreg.collective import check_collective
 from sigreg.directions import sample_directions
-from sigreg.engine import block_rows, make_rule, statistic_from_sums, sums_cotangent
+from sigreg.engine import (
+    MEMORY_BUDGET_BYTES,
+    make_rule,
+    statistic_from_sums,
+    sums_cotangent,
+)
 from sigreg.lejepa import PREDICTIONS, LeJEPAParts
 
 __all__ = [
@@ -191,7 +196,8 @@ def _chunk_rows(engine: str, chunk_size: int | None, n: int, n_knots: int, like)
         return chunk_size
     if engine == "cache_fused":
         return _kernels.cache_fused_rows(n)
-    return block_rows(n, n_knots, like.element_size(), "few_kernels")
+    # one (rows, N, 2K) array is all the few-kernels pass keeps (its cosine is in place)
+    return max(1, MEMORY_BUDGET_BYTES // (2 * n_knots * n * like.element_size()))
 
 
 def _ecf_pass(theta, const, engine, rows, coefficients):

@@ -57,7 +57,7 @@ def test_strategies_agree_across_blocks(monkeypatch, dtype, rtol, debias):
     )
     ref_g = pb(cot.astype(np.float64))
     monkeypatch.setattr(_ecf, "CACHE_BLOCK_ELEMENTS", 700)
-    monkeypatch.setattr(_ecf, "MEMORY_BUDGET_BYTES", 3 * 2 * 16 * 300 * 8 + 5)
+    monkeypatch.setattr(_ecf, "MEMORY_BUDGET_BYTES", 3 * 5 * 16 * 300 * 8 + 5)
     assert _ecf.block_rows(300, 16, 8, "cache_fused") == 2
     assert _ecf.block_rows(300, 16, 8, "few_kernels") == 3
     results = {}
