@@ -45,6 +45,7 @@ import numpy as np
 from trainers.core import rundir
 from trainers.core.config import TrainConfig, config_to_dict
 from trainers.core.loop import (
+    LossClock,
     NonFiniteLoss,
     RunLoop,
     check_checkpoint_path,
@@ -128,6 +129,8 @@ class Trainer(RunLoop):
                 f"run.precision must be 'auto', 'fp32' or 'fp64' for trainers.cupy_nccl, got "
                 f"{cfg.run.precision!r}"
             )
+        if cfg.loss.engine == "compiled":
+            raise ValueError("loss.engine='compiled' is torch.compile: trainers.torch_ddp only")
         o = cfg.optim
         if o.accum_steps != 1:
             raise ValueError("optim.accum_steps must be 1 for trainers.cupy_nccl")
@@ -316,6 +319,7 @@ class Trainer(RunLoop):
         self._sync()
         data_time = time.perf_counter() - start
         labels = None if self.train_labels is None else self._take(self.train_labels, indices)
+        clock = LossClock(self._sync) if self._logs_next_step() else None
         parts, grads = loss_and_grads(
             xp,
             self.net,
@@ -330,6 +334,8 @@ class Trainer(RunLoop):
             seed=cfg.run.seed,
             step=self.step,
             prediction=cfg.loss.prediction,
+            engine=cfg.loss.engine,
+            clock=clock,
         )
         probe = xp.reshape(parts["probe_loss"], (1,))
         if cfg.debug.nan_at_step == self.step + 1 and cfg.debug.nan_rank in (None, env.rank):
@@ -361,6 +367,7 @@ class Trainer(RunLoop):
             "lr": lr,
             "data_time": data_time,
             "step_time": time.perf_counter() - start,
+            "loss_time": None if clock is None else clock.seconds,
         }
 
     # ---------------------------------------------------------------- evaluation

@@ -106,8 +106,12 @@ class Trainer(loop.RunLoop):
                 f"run.precision {cfg.run.precision!r} is not supported by the JAX trainer "
                 "(use 'auto' or 'fp32')"
             )
+        if cfg.loss.engine == "compiled":
+            raise ValueError("loss.engine='compiled' is torch.compile: trainers.torch_ddp only")
         n_proc, n_dev = jax.process_count(), parallel.num_devices
         per_device, rem = divmod(o.batch_size, n_dev * o.accum_steps)
+        self._loss_shapes = (per_device, cfg.model.projector_dims[-1])
+        self._loss_probe: Any = None
         if rem or per_device == 0:
             raise ValueError(
                 f"optim.batch_size ({o.batch_size}) must be a positive multiple of "
@@ -243,6 +247,7 @@ class Trainer(loop.RunLoop):
                 step=step * accum + micro,
                 prediction=cfg.loss.prediction,
                 collective=collective,
+                engine=cfg.loss.engine,
             )
             probe = jnp.zeros((), parts.loss.dtype)
             if out.probe_logits is not None:
@@ -335,6 +340,7 @@ class Trainer(loop.RunLoop):
         import jax
 
         cfg, par = self.cfg, self.parallel
+        measure = self._logs_next_step()  # then the loss is timed after the step
         start = time.perf_counter()
         idx = par.split(indices.astype(np.int32))
         step = par.scalar(self.step, np.int32)
@@ -367,6 +373,7 @@ class Trainer(loop.RunLoop):
             )
         self.state = new_state
         self.step += 1
+        step_time = time.perf_counter() - start
         return {
             "loss": loss,
             "prediction": prediction,
@@ -374,8 +381,42 @@ class Trainer(loop.RunLoop):
             "probe_loss": probe,
             "lr": lr,
             "data_time": data_time,
-            "step_time": time.perf_counter() - start,
+            "step_time": step_time,
+            "loss_time": self._loss_time() if measure else None,
         }
+
+    def _loss_time(self) -> float:
+        """Seconds of the LeJEPA loss's value and gradient in one step, on one device.
+
+        A compiled step cannot be split, so the loss alone is compiled once (on the first
+        logged step) and timed on the embedding shapes of a micro-batch, times the
+        micro-batches. Values do not change its cost; random embeddings stand in.
+        """
+        import jax
+
+        from backends.jax import lejepa_loss
+
+        cfg = self.cfg
+        n, dim = self._loss_shapes
+        if self._loss_probe is None:
+            opts = dict(
+                lamb=cfg.loss.lamb,
+                num_slices=cfg.loss.num_slices,
+                prediction=cfg.loss.prediction,
+                engine=cfg.loss.engine,
+            )
+            key = jax.random.key(0)
+            g = jax.random.normal(key, (cfg.views.n_global, n, dim), self.dtype)
+            loc = None
+            if cfg.views.n_local:
+                loc = jax.random.normal(key, (cfg.views.n_local, n, dim), self.dtype)
+            grad = jax.jit(jax.grad(lambda g, loc, s: lejepa_loss(g, loc, step=s, **opts).loss))
+            jax.block_until_ready(grad(g, loc, 0))  # compile outside the measurement
+            self._loss_probe = (grad, g, loc)
+        grad, g, loc = self._loss_probe
+        start = time.perf_counter()
+        jax.block_until_ready(grad(g, loc, self.step))
+        return (time.perf_counter() - start) * cfg.optim.accum_steps
 
     # -------------------------------------------------------------- evaluation
     def _variables(self) -> dict[str, Any]:

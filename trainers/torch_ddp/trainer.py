@@ -44,6 +44,7 @@ from trainers.core import rundir
 from trainers.core.config import TrainConfig, config_to_dict
 from trainers.core.datasets import load_configured
 from trainers.core.loop import (
+    LossClock,
     NonFiniteLoss,
     RunLoop,
     check_checkpoint_path,
@@ -95,6 +96,21 @@ def _param_groups(net: LeJEPANet, weight_decay: float) -> list[dict[str, Any]]:
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def _time_loss_backward(clock: LossClock, *embeddings: torch.Tensor | None) -> None:
+    """Start ``clock`` now; stop it when the gradients of all ``embeddings`` exist (hooks)."""
+    tensors = [t for t in embeddings if t is not None and t.requires_grad]
+    pending = [len(tensors)]
+
+    def arrived(grad: torch.Tensor) -> None:
+        pending[0] -= 1
+        if pending[0] == 0:
+            clock.stop()
+
+    for t in tensors:
+        t.register_hook(arrived)
+    clock.start()
 
 
 class Trainer(RunLoop):
@@ -162,6 +178,7 @@ class Trainer(RunLoop):
             cfg.run.seed,
             cfg.loss.prediction,
             TorchDistributedCollective() if env.distributed else None,
+            engine=cfg.loss.engine,
         ).to(dev)
         self.optimizer = torch.optim.AdamW(_param_groups(self.net, o.weight_decay), lr=o.lr)
         warmup = round(o.warmup_epochs * self.steps_per_epoch)
@@ -269,6 +286,7 @@ class Trainer(RunLoop):
         start = time.perf_counter()
         data_time = 0.0
         totals = torch.zeros(5, device=env.device)  # total, loss, prediction, sigreg, probe
+        clock = LossClock(self._sync) if self._logs_next_step() else None
         for micro, chunk in enumerate(np.split(indices, accum)):
             t0 = time.perf_counter()
             index = torch.from_numpy(chunk).to(env.device)
@@ -283,7 +301,8 @@ class Trainer(RunLoop):
             with no_sync:
                 with self._autocast():
                     out = self.model(global_views, local_views)
-                    parts = self.loss_fn(out.global_embeddings, out.local_embeddings)
+                    with clock or contextlib.nullcontext():
+                        parts = self.loss_fn(out.global_embeddings, out.local_embeddings)
                     probe_loss = torch.zeros((), device=env.device)
                     if out.probe_logits is not None:
                         labels = self.train_labels[index].repeat(cfg.views.n_global)
@@ -294,6 +313,8 @@ class Trainer(RunLoop):
                     env.rank,
                 ):
                     total = total + float("nan")
+                if clock is not None:  # the loss's backward ends when the embeddings' grads do
+                    _time_loss_backward(clock, out.global_embeddings, out.local_embeddings)
                 self.scaler.scale(total / accum).backward()
             totals += (
                 torch.stack(
@@ -322,6 +343,7 @@ class Trainer(RunLoop):
             "lr": lr,
             "data_time": data_time,
             "step_time": time.perf_counter() - start,
+            "loss_time": None if clock is None else clock.seconds,
         }
 
     # ---------------------------------------------------------------- evaluation
