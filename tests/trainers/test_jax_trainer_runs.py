@@ -22,6 +22,7 @@ import sys
 
 import pytest
 from helpers import run_once
+from run_helpers import TIMING
 
 pytest.importorskip("flax")
 pytest.importorskip("optax")
@@ -38,15 +39,6 @@ TINY = {
     "optim": {"epochs": 2, "batch_size": 128, "lr": 2e-3, "warmup_epochs": 1},
     "eval": {"every_epochs": 1, "batch_size": 512},
     "run": {"ckpt_every_steps": 4, "keep_checkpoints": 3, "log_every_steps": 1},
-}
-TIMING = {
-    "imgs_per_s",
-    "data_time",
-    "step_time",
-    "loss_share",
-    "wall_time",
-    "train_time",
-    "data_time_fraction",
 }
 STEPS = 2 * (1438 // 128)
 
