@@ -6,11 +6,15 @@ Everything here is a pure function that works eagerly, under ``jax.jit``, ``jax.
 Gradients
     :func:`sliced_epps_pulley` (and :func:`sigreg`, :func:`lejepa_loss`, which call it) is a
     ``jax.custom_vjp`` whose backward pass is the core's analytic pullback
-    (:func:`sigreg._statistic.pullback`). The saved residuals are the inputs ``x`` and
-    ``directions`` and the per-slice characteristic-function means ``C``, ``S`` (``M x
-    (n_points - 1)`` numbers each) plus the sample count; the projections are recomputed in
-    the backward pass and no ``(N, M, n_points)`` array is ever built. The directions are
-    treated as constants (zero cotangent), as in :func:`sigreg.sliced_epps_pulley_vjp`.
+    (:mod:`sigreg.engine`), evaluated by :mod:`backends._jax_kernels` with ``engine=``
+    ``"cache_fused"`` (CPU: cache-sized blocks under ``lax.map``, vectorised sines and
+    cosines), ``"few_kernels"`` (GPU/TPU: memory-bounded chunks, native trigonometry) or
+    ``"auto"`` (by the device, or JAX's default backend under ``jit``). Without a collective
+    the forward pass computes each slice's gradient in the same pass and saves it (``N x M``
+    numbers, the size of the projections) with the inputs; with a collective it saves the
+    per-slice means ``C``, ``S`` and the count, and the backward pass makes a second pass.
+    No ``(N, M, n_points)`` array is saved. The directions are treated as constants (zero
+    cotangent), as in :func:`sigreg.sliced_epps_pulley_vjp`.
 
 Directions
     Either pass ``directions=`` (shape ``(K, M)``, unit columns), or let the function draw
@@ -55,7 +59,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from sigreg import _statistic
+from backends import _jax_kernels as _kernels
+from sigreg import engine as _engine
 from sigreg._namespace import as_float_array, is_traced
 from sigreg._validation import (
     INTEGRATIONS,
@@ -67,8 +72,7 @@ from sigreg._validation import (
 )
 from sigreg.collective import reduce_sums
 from sigreg.directions import sample_directions
-from sigreg.lejepa import PREDICTIONS, LeJEPALoss
-from sigreg.sliced import _project, _reduce
+from sigreg.lejepa import PREDICTIONS, LeJEPAParts
 
 __all__ = [
     "JaxAxisCollective",
@@ -356,21 +360,101 @@ def _resolve_directions(
 
 
 # --------------------------------------------------------------------------- custom_vjp
-def _sliced_statistic(rule: Any, reduction: str, collective: Any) -> Any:
-    """The per-slice statistic of ``(x, directions)`` as a ``jax.custom_vjp`` function."""
+def _knot_statistic(rule: Any, collective: Any, engine: str) -> tuple[Any, Any]:
+    """``forward(x, directions, with_gradient)`` and ``gradient(saved, g)`` of the trapezoid rule.
 
-    def forward(x, directions):
-        z = _project(jnp, x, directions)  # (..., M, N)
-        values, residual = _statistic.forward(jnp, z, rule, collective)
-        return _reduce(jnp, values, reduction), residual
+    Phases ``theta = x @ (step * directions)``; the knot sums come from
+    :func:`backends._jax_kernels.knot_pass`. Without a collective, ``with_gradient`` also
+    returns every slice's gradient with respect to ``theta`` (cotangent 1), computed in the
+    same pass; with a collective the gradient is a second pass with the cotangents.
+    """
+    n_knots = rule.weights.shape[0]
+
+    def constants(like):
+        return (jnp.asarray(rule.weights, like.dtype), jnp.asarray(rule.phi, like.dtype))
+
+    def coefficients(grad_cos, grad_sin):
+        k = jnp.arange(1, n_knots + 1, dtype=grad_cos.dtype)
+        return jnp.concatenate([k * grad_sin, -k * grad_cos], axis=-1)
+
+    def forward(x, directions, with_gradient):
+        scaled = directions * rule.step
+        theta = _engine.project(jnp, x, scaled)  # (..., M, N)
+        lead, n = theta.shape[:-1], theta.shape[-1]
+        weights, phi = constants(x)
+        unit = None
+        if with_gradient and collective is None:
+
+            def unit(sums):
+                c, s = sums[:, :n_knots] / n, sums[:, n_knots:] / n
+                one = jnp.ones(c.shape[:-1], c.dtype)
+                grads = _engine.sums_cotangent(jnp, c, s, n, weights, phi, one, debias=rule.debias)
+                return coefficients(*grads)
+
+        sums, grad = _kernels.knot_pass(theta.reshape(-1, n), n_knots, engine, unit)
+        cos_sums = sums[:, :n_knots].reshape(lead + (n_knots,))
+        sin_sums = sums[:, n_knots:].reshape(lead + (n_knots,))
+        count: Any = float(n)
+        if collective is not None:
+            (cos_sums, sin_sums), total = reduce_sums(collective, jnp, [cos_sums, sin_sums], n)
+            count = jnp.reshape(total, (-1,))[0]
+        values, c, s = _engine.statistic_from_sums(
+            jnp, cos_sums, sin_sums, count, weights, phi, debias=rule.debias
+        )
+        if grad is not None:  # all the backward pass needs
+            return values, (grad.reshape(theta.shape),)
+        return values, (c, s, count)
+
+    def gradient(x, directions, residual, g):
+        scaled = directions * rule.step
+        if len(residual) == 3:  # second pass, with the cotangents
+            c, s, count = residual
+            weights, phi = constants(x)
+            grad_cos, grad_sin = _engine.sums_cotangent(
+                jnp, c, s, count, weights, phi, g, debias=rule.debias
+            )
+            coef = coefficients(grad_cos, grad_sin).reshape(-1, 2 * n_knots)
+            theta = _engine.project(jnp, x, scaled)
+            _, grad_rows = _kernels.knot_pass(
+                theta.reshape(-1, theta.shape[-1]), n_knots, engine, coef
+            )
+            grad_theta = grad_rows.reshape(theta.shape)
+        else:
+            grad_theta = g[..., None] * residual[0]
+        return jnp.matrix_transpose(grad_theta) @ jnp.matrix_transpose(scaled)
+
+    return forward, gradient
+
+
+def _exact_statistic(rule: Any) -> tuple[Any, Any]:
+    """``forward``/``gradient`` of the closed-form statistic, through the core's engine."""
+
+    def forward(x, directions, with_gradient):
+        values, _ = _engine.forward(jnp, _engine.project(jnp, x, directions), rule)
+        return values, None
+
+    def gradient(x, directions, residual, g):
+        z = _engine.project(jnp, x, directions)
+        grad_z = _engine.pullback(jnp, z, rule, None, g)
+        return jnp.matrix_transpose(grad_z) @ jnp.matrix_transpose(directions)
+
+    return forward, gradient
+
+
+def _sliced_statistic(rule: Any, reduction: str, collective: Any, engine: str) -> Any:
+    """The per-slice statistic of ``(x, directions)`` as a ``jax.custom_vjp`` function."""
+    if rule.integration == "exact":
+        forward, gradient = _exact_statistic(rule)
+    else:
+        forward, gradient = _knot_statistic(rule, collective, engine)
 
     @jax.custom_vjp
     def statistic(x, directions):
-        return forward(x, directions)[0]
+        return _engine.reduce_slices(jnp, forward(x, directions, False)[0], reduction)
 
     def statistic_fwd(x, directions):
-        value, residual = forward(x, directions)
-        return value, (x, directions, residual)
+        values, residual = forward(x, directions, True)
+        return _engine.reduce_slices(jnp, values, reduction), (x, directions, residual)
 
     def statistic_bwd(saved, cotangent):
         x, directions, residual = saved
@@ -383,10 +467,7 @@ def _sliced_statistic(rule: Any, reduction: str, collective: Any) -> Any:
             g = jnp.broadcast_to(g[..., None], x.shape[:-2] + (num_slices,))
             if reduction == "mean":
                 g = g / num_slices
-        z = _project(jnp, x, directions)
-        grad_z = _statistic.pullback(jnp, z, rule, residual, g)  # (..., M, N)
-        grad_x = jnp.matrix_transpose(grad_z) @ jnp.matrix_transpose(directions)
-        return grad_x.astype(x.dtype), None
+        return gradient(x, directions, residual, g).astype(x.dtype), None
 
     statistic.defvjp(statistic_fwd, statistic_bwd)
     return statistic
@@ -420,7 +501,7 @@ def _poison(value: Any, checks: list[Any]) -> Any:
 
 
 def _make_rule(t_max, n_points, integration, debias, collective, n_samples):
-    rule = _statistic.make_rule(
+    rule = _engine.make_rule(
         t_max=t_max,
         n_points=n_points,
         integration=integration,
@@ -445,6 +526,7 @@ def sliced_epps_pulley(
     integration: str = "trapezoid",
     debias: bool = False,
     collective: Any = None,
+    engine: str = "auto",
 ) -> Any:
     """:func:`sigreg.sliced_epps_pulley` for JAX with an analytic ``custom_vjp`` gradient.
 
@@ -473,6 +555,8 @@ def sliced_epps_pulley(
         Sum the per-device sufficient statistics over a mapped axis; the value is then the
         statistic of the global batch, and gradients follow ``lax.psum`` semantics (see the
         module docstring).
+    engine : {"auto", "cache_fused", "few_kernels"}, default "auto"
+        Evaluation strategy (see the module docstring); same values up to rounding.
 
     Returns
     -------
@@ -512,7 +596,8 @@ def sliced_epps_pulley(
     collective = _check_jax_collective(collective)
     rule = _make_rule(t_max, n_points, integration, debias, collective, x.shape[-2])
     _eager_finite_check(x, "x")
-    value = _sliced_statistic(rule, reduction, collective)(x, directions)
+    engine = _engine.resolve_engine(engine, x)
+    value = _sliced_statistic(rule, reduction, collective, engine)(x, directions)
     return _poison(value, checks).astype(out_dtype)
 
 
@@ -531,6 +616,7 @@ def sigreg(
     integration: str = "trapezoid",
     debias: bool = False,
     collective: Any = None,
+    engine: str = "auto",
 ) -> Any:
     """SIGReg for JAX: mean Epps-Pulley statistic over random directions, ``custom_vjp``.
 
@@ -552,7 +638,7 @@ def sigreg(
         ``"jax"``: :func:`random_directions` (``jax.random``, on device; numbers differ from
         the core's). ``"numpy"``: :func:`pcg64_directions`, the same directions as
         :func:`sigreg.sigreg` and every other backend.
-    t_max, n_points, integration, debias, collective
+    t_max, n_points, integration, debias, collective, engine
         As in :func:`sliced_epps_pulley`.
 
     Returns
@@ -588,7 +674,8 @@ def sigreg(
     collective = _check_jax_collective(collective)
     rule = _make_rule(t_max, n_points, integration, debias, collective, x.shape[-2])
     _eager_finite_check(x, "x")
-    value = _sliced_statistic(rule, "mean", collective)(x, directions)
+    engine = _engine.resolve_engine(engine, x)
+    value = _sliced_statistic(rule, "mean", collective, engine)(x, directions)
     return _poison(value, checks).astype(out_dtype)
 
 
@@ -608,7 +695,8 @@ def lejepa_loss(
     t_max: float = 3.0,
     n_points: int = 17,
     collective: Any = None,
-) -> LeJEPALoss:
+    engine: str = "auto",
+) -> LeJEPAParts:
     """:func:`sigreg.lejepa_loss` for JAX, its SIGReg term a ``custom_vjp``.
 
     The prediction term is plain ``jax.numpy`` (autodiff, and ``lax.psum`` differentiated
@@ -636,10 +724,12 @@ def lejepa_loss(
     collective : JaxAxisCollective, optional
         Both terms become those of the global batch (see the module docstring for the
         gradient semantics under ``pmap`` and ``shard_map``).
+    engine : {"auto", "cache_fused", "few_kernels"}, default "auto"
+        Evaluation strategy of the SIGReg term (see :func:`sliced_epps_pulley`).
 
     Returns
     -------
-    sigreg.LeJEPALoss
+    sigreg.LeJEPAParts
         ``(loss, prediction, sigreg)``, 0-d arrays of the dtype of ``global_views``.
 
     Raises
@@ -703,6 +793,7 @@ def lejepa_loss(
     pred = center_sum / (n_views * count * dim)
     if prediction == "pairwise":
         pred = pred + spread_sum / (g.shape[0] * count * dim)
-    sig = jnp.mean(_sliced_statistic(rule, "mean", collective)(views, directions))
+    engine = _engine.resolve_engine(engine, views)
+    sig = jnp.mean(_sliced_statistic(rule, "mean", collective, engine)(views, directions))
     loss = (1.0 - lamb) * pred + lamb * sig
-    return LeJEPALoss(*(_poison(p, checks).astype(out_dtype) for p in (loss, pred, sig)))
+    return LeJEPAParts(*(_poison(p, checks).astype(out_dtype) for p in (loss, pred, sig)))

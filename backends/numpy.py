@@ -59,7 +59,7 @@ def sigreg_value_and_grad(
 
 def lejepa_value_and_grad(
     global_views: Any, local_views: Any = None, /, **options: Any
-) -> tuple[sigreg.LeJEPALoss, tuple[Any, Any]]:
+) -> tuple[sigreg.LeJEPAParts, tuple[Any, Any]]:
     """The LeJEPA loss parts and the gradient of the total with respect to the views.
 
     Parameters
@@ -71,7 +71,7 @@ def lejepa_value_and_grad(
 
     Returns
     -------
-    parts : sigreg.LeJEPALoss
+    parts : sigreg.LeJEPAParts
     grads : tuple
         ``(grad_global_views, grad_local_views)``; the second is ``None`` without local
         views.

@@ -3,12 +3,15 @@
 What is here, and why:
 
 * :func:`sliced_epps_pulley` runs the sliced Epps-Pulley statistic through a
-  ``torch.autograd.Function`` whose backward is the analytic pullback of the core
-  (:func:`sigreg._ecf.ecf_sums_pullback`). Forward and backward walk over the ``M``
-  directions in chunks of ``chunk_size`` columns; the forward saves only ``x``, the
-  directions and the per-slice characteristic-function means ``C, S`` (``M x n_knots``
-  numbers each), never the projections ``z = x @ directions`` (recomputed in the backward:
-  one matmul per chunk) nor anything of size ``N x M x n_points``.
+  ``torch.autograd.Function`` with the analytic gradient of the core's statistic
+  (:mod:`sigreg.engine`) and the kernels of :mod:`backends._torch_kernels`, in one of the
+  strategies ``engine="cache_fused"`` (CPU), ``"few_kernels"`` (accelerators) or
+  ``"compiled"`` (``torch.compile``), ``"auto"`` by device. Without a collective the forward
+  computes every slice's gradient in the same pass over the knot values and saves it
+  (``N x M`` numbers, the size of the projections) with the directions: the backward is
+  one scaling and one matmul. With a collective it saves ``x``, the directions and the
+  per-slice means ``C, S`` and makes a second pass. Nothing of size ``N x M x n_points``
+  is saved; the few-kernels temporaries are bounded by a memory budget.
 * :class:`SIGReg` and :class:`LeJEPALoss` draw fresh directions every call from
   ``(seed, step)`` with :func:`sigreg.sample_directions` and advance a step counter kept in a
   registered buffer (so it is checkpointed) plus a CPU mirror (so reading it never waits on
@@ -43,29 +46,45 @@ import array_api_compat
 import torch
 from torch.autograd.function import once_differentiable
 
-from sigreg import _ecf
-from sigreg._statistic import make_rule, statistic_from_sums, sums_cotangent
+from backends import _torch_kernels as _kernels
 from sigreg._validation import REDUCTIONS, check_choice, check_flag, check_int
 from sigreg.collective import all_reduce_checked, check_collective
 from sigreg.directions import sample_directions
-from sigreg.lejepa import PREDICTIONS
-from sigreg.lejepa import LeJEPALoss as LeJEPALossParts
+from sigreg.engine import (
+    MEMORY_BUDGET_BYTES,
+    make_rule,
+    statistic_from_sums,
+    sums_cotangent,
+)
+from sigreg.lejepa import PREDICTIONS, LeJEPAParts
 
 __all__ = [
-    "DEFAULT_CHUNK_SIZE",
+    "ENGINES",
     "LeJEPALoss",
-    "LeJEPALossParts",
+    "LeJEPAParts",
     "SIGReg",
     "TorchDistributedCollective",
     "draw_directions",
     "sliced_epps_pulley",
 ]
 
-DEFAULT_CHUNK_SIZE = 128
-"""Directions processed together in the forward and backward passes (see
-:func:`sliced_epps_pulley`)."""
+ENGINES = ("auto", "cache_fused", "few_kernels", "compiled")
+"""Strategies of :func:`sliced_epps_pulley` (see the module docstring)."""
 
 _XP = array_api_compat.array_namespace(torch.empty(0))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LeJEPALossParts":  # the former name of the re-exported sigreg.LeJEPAParts
+        warnings.warn(
+            "backends.torch.LeJEPALossParts is deprecated: use LeJEPAParts",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return LeJEPAParts
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _MAX_SEED = 2**63 - 1  # the custom operator passes the seed as a 64-bit integer
 
 
@@ -138,105 +157,168 @@ def _check_tensor(x: Any, name: str) -> None:
 
 
 # ------------------------------------------------------------------ autograd Function
-def _project(x: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-    """``(x @ directions)`` transposed to ``(..., M, N)``: samples on the last axis."""
-    return directions.mT @ x.mT
-
-
-def _z_sums(z: torch.Tensor, step: float, n_knots: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return _ecf.ecf_sums(_XP, z, step, n_knots)
-
-
-def _z_pullback(
-    z: torch.Tensor, step: float, grad_cos: torch.Tensor, grad_sin: torch.Tensor
-) -> torch.Tensor:
-    return _ecf.ecf_sums_pullback(_XP, z, step, grad_cos, grad_sin)
+def _resolve_engine(engine: str, x: torch.Tensor) -> str:
+    """``"auto"``: few kernels on accelerators and inside a compiled graph, else cache-fused."""
+    if engine != "auto":
+        return engine
+    if torch.compiler.is_compiling() or x.device.type != "cpu":
+        return "few_kernels"
+    return "cache_fused"
 
 
 @functools.cache
-def _kernels(fused: bool) -> tuple[Any, Any]:
-    """The elementwise per-chunk kernels, compiled by ``torch.compile`` when ``fused``.
+def _compiled(name: str) -> Any:
+    """A ``torch.compile``'d few-kernels function (compiled on first use, per shape)."""
+    return torch.compile(getattr(_kernels, name), fullgraph=True, dynamic=False)
 
-    Eagerly every knot costs a few passes over a ``(chunk, N)`` array; inductor fuses the
-    whole recurrence and the reductions into one loop with the values in registers. The
-    projections stay BLAS matmuls outside. Compilation happens on the first call (and once
-    more, with dynamic shapes, if ``N`` changes); inductor caches it on disk.
+
+def _few_kernel(name: str, engine: str) -> Any:
+    if engine == "compiled" and not torch.compiler.is_compiling():
+        return _compiled(name)
+    return getattr(_kernels, name)
+
+
+_CONSTANTS: dict[tuple, _kernels.Constants] = {}
+
+
+def _knot_constants(plan: _Plan, like: torch.Tensor) -> _kernels.Constants:
+    """Per-knot constants, cached per (plan, dtype, device) outside compiled graphs."""
+    if torch.compiler.is_compiling():
+        return _kernels.constants(plan.weights, plan.phi, like)
+    key = (plan, like.dtype, like.device)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = _kernels.constants(plan.weights, plan.phi, like)
+    return _CONSTANTS[key]
+
+
+def _chunk_rows(engine: str, chunk_size: int | None, n: int, n_knots: int, like) -> int:
+    if chunk_size is not None:
+        return chunk_size
+    if engine == "cache_fused":
+        return _kernels.cache_fused_rows(n)
+    # one (rows, N, 2K) array is all the few-kernels pass keeps (its cosine is in place)
+    return max(1, MEMORY_BUDGET_BYTES // (2 * n_knots * n * like.element_size()))
+
+
+def _ecf_pass(theta, const, engine, rows, coefficients):
+    """Sums ``(R, 2K)`` (None for given coefficients) and gradient ``(R, N)`` (or None).
+
+    ``coefficients``: None (sums only), ``(scale,)`` (the statistic's own gradient with
+    this sine-sum scale) or a ``(R, 2K)`` tensor (gradient for those coefficients).
     """
-    if not fused:
-        return _z_sums, _z_pullback
-    return torch.compile(_z_sums, fullgraph=True), torch.compile(_z_pullback, fullgraph=True)
+    n_knots = const.grad_scale.shape[0]
+    if engine == "cache_fused":
+        unit = None if not isinstance(coefficients, tuple) else (coefficients[0], const.grad_offset)
+        workers = 1 if torch.compiler.is_compiling() else torch.get_num_threads()
+        return _kernels.cache_fused_threads(theta, n_knots, rows, unit or coefficients, workers)
+    sums, grads = [], []
+    for start in range(0, theta.shape[0], rows):
+        block = theta[start : start + rows]
+        if coefficients is None:
+            sums.append(_few_kernel("phase_sums", engine)(block, const))
+        elif isinstance(coefficients, tuple):
+            part, grad = _few_kernel("phase_sums_and_gradient", engine)(
+                block, const, coefficients[0]
+            )
+            sums.append(part)
+            grads.append(grad)
+        else:
+            coef = coefficients[start : start + rows]
+            grads.append(_few_kernel("phase_gradient", engine)(block, const, coef))
+    return (
+        torch.cat(sums) if sums else None,
+        torch.cat(grads) if grads else None,
+    )
+
+
+def _reduce_over_ranks(collective, cos_sums, sin_sums, n, like):
+    """One reduction of [cos sums, sin sums, local count]; returns the global ones."""
+    local = torch.full((1,), float(n), dtype=like.dtype, device=like.device)
+    packed = all_reduce_checked(
+        collective,
+        torch.cat([cos_sums.reshape(-1), sin_sums.reshape(-1), local])
+    )
+    size = cos_sums.numel()
+    cos_sums = packed[:size].reshape(cos_sums.shape)
+    sin_sums = packed[size : 2 * size].reshape(sin_sums.shape)
+    return cos_sums, sin_sums, packed[2 * size]
 
 
 class _SlicedEppsPulley(torch.autograd.Function):
     """Per-slice Epps-Pulley statistics ``(..., M)`` of ``x @ directions`` (see module doc).
 
-    With a collective the forward sums the characteristic-function sums and the sample count
-    over ranks with a plain reduction, and the backward sums the incoming cotangents over
-    ranks before the pullback: the semantics of an autograd-aware all-reduce placed on the
-    sums, i.e. each rank's gradient is ``world_size`` times its share of the gradient of
-    the global statistic (DDP's averaging then yields the single-process gradient).
+    Phases ``theta = x @ (step * directions)`` (one matmul), then one pass of the strategy's
+    kernels over the knots. Without a collective, when a gradient is wanted, that pass also
+    contracts the knot values into the gradient of every slice's statistic (cotangent 1),
+    which is all the backward needs: it scales it by the cotangents and makes one matmul.
+    With a collective the statistic depends on every rank's sums, so the forward saves
+    ``C``, ``S`` and the backward makes a second pass with the cotangents: the semantics of
+    an autograd-aware all-reduce placed on the sums (each rank's gradient is ``world_size``
+    times its share of the gradient of the global statistic; DDP's averaging then yields
+    the single-process gradient).
     """
 
     @staticmethod
-    def forward(ctx, x, directions, plan, collective, chunk_size, fused):
-        n_knots = len(plan.weights)
-        z_sums = _kernels(fused)[0]
+    def forward(ctx, x, directions, plan, collective, engine, chunk_size, want_grad):
+        n, n_knots = x.shape[-2], len(plan.weights)
         with torch.autocast(x.device.type, enabled=False):
-            cos_parts, sin_parts = [], []
-            for start in range(0, directions.shape[-1], chunk_size):
-                z = _project(x, directions[:, start : start + chunk_size])
-                cos_sums, sin_sums = z_sums(z, plan.step, n_knots)
-                cos_parts.append(cos_sums)
-                sin_parts.append(sin_sums)
-            cos_sums = torch.cat(cos_parts, dim=-2)
-            sin_sums = torch.cat(sin_parts, dim=-2)
-            n = x.shape[-2]
+            scaled = directions * plan.step
+            theta = scaled.mT @ x.mT  # (..., M, N)
+            lead = theta.shape[:-1]
+            rows = theta.reshape(-1, n)
+            const = _knot_constants(plan, x)
+            chunk = _chunk_rows(engine, chunk_size, n, n_knots, x)
+            in_pass = want_grad and collective is None
+            coefficients = None
+            if in_pass:  # d value / d sin_sum = 2 W f S, f the U-statistic's factor
+                factor = 1.0 + 1.0 / (n - 1.0) if plan.debias else 1.0
+                coefficients = (const.grad_scale * (factor / n),)
+            sums, grad = _ecf_pass(rows, const, engine, chunk, coefficients)
+            cos_sums = sums[:, :n_knots].reshape(lead + (n_knots,))
+            sin_sums = sums[:, n_knots:].reshape(lead + (n_knots,))
             if collective is None:
                 count = torch.full((), float(n), dtype=x.dtype, device=x.device)
-            else:  # one reduction of [cos sums, sin sums, local count]
-                local = torch.full((1,), float(n), dtype=x.dtype, device=x.device)
-                packed = all_reduce_checked(
-                    collective, torch.cat([cos_sums.reshape(-1), sin_sums.reshape(-1), local])
-                )
-                size = cos_sums.numel()
-                cos_sums = packed[:size].reshape(cos_sums.shape)
-                sin_sums = packed[size : 2 * size].reshape(sin_sums.shape)
-                count = packed[2 * size]
+            else:
+                cos_sums, sin_sums, count = _reduce_over_ranks(collective, cos_sums, sin_sums, n, x)
             weights, phi = _constants(plan, x)
             values, c, s = statistic_from_sums(
                 _XP, cos_sums, sin_sums, count, weights, phi, debias=plan.debias
             )
-        ctx.save_for_backward(x, directions, c, s, count)
-        ctx.plan, ctx.collective, ctx.chunk_size, ctx.fused = plan, collective, chunk_size, fused
+        if in_pass:
+            ctx.save_for_backward(grad.view(lead + (n,)), scaled)  # d value_m / d theta
+        else:
+            ctx.save_for_backward(x, scaled, c, s, count)
+        ctx.plan, ctx.collective, ctx.engine, ctx.chunk = plan, collective, engine, chunk
+        ctx.in_pass = in_pass
         return values
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_values):
-        x, directions, c, s, count = ctx.saved_tensors
-        plan, collective, chunk_size = ctx.plan, ctx.collective, ctx.chunk_size
-        z_pullback = _kernels(ctx.fused)[1]
+        if ctx.in_pass:
+            grad_theta, scaled = ctx.saved_tensors
+            with torch.autocast(grad_theta.device.type, enabled=False):
+                grad_theta = grad_theta * grad_values.to(grad_theta.dtype).unsqueeze(-1)
+                grad_x = grad_theta.mT @ scaled.mT
+            return grad_x, None, None, None, None, None, None
+        x, scaled, c, s, count = ctx.saved_tensors
+        plan, n_knots = ctx.plan, len(ctx.plan.weights)
         with torch.autocast(x.device.type, enabled=False):
             g = grad_values.to(x.dtype)
-            if collective is not None:  # backward of an all-reduce (SUM) is an all-reduce
-                g = all_reduce_checked(collective, g.contiguous())
+            if ctx.collective is not None:  # backward of an all-reduce (SUM) is an all-reduce
+                g = all_reduce_checked(ctx.collective, g.contiguous())
             weights, phi = _constants(plan, x)
             grad_cos, grad_sin = sums_cotangent(
                 _XP, c, s, count, weights, phi, g, debias=plan.debias
             )
-            grad_x = None
-            for start in range(0, directions.shape[-1], chunk_size):
-                stop = start + chunk_size
-                block = directions[:, start:stop]
-                grad_z = z_pullback(
-                    _project(x, block),
-                    plan.step,
-                    grad_cos[..., start:stop, :],
-                    grad_sin[..., start:stop, :],
-                )  # (..., chunk, N)
-                term = grad_z.mT @ block.mT  # (..., N, K)
-                grad_x = term if grad_x is None else grad_x + term
-        return grad_x, None, None, None, None, None
+            theta = scaled.mT @ x.mT
+            coef = _kernels.given_coefficients(
+                grad_cos.reshape(-1, n_knots), grad_sin.reshape(-1, n_knots)
+            )
+            const = _knot_constants(plan, x)
+            _, grad = _ecf_pass(theta.reshape(-1, x.shape[-2]), const, ctx.engine, ctx.chunk, coef)
+            grad_x = grad.view(theta.shape).mT @ scaled.mT
+        return grad_x, None, None, None, None, None, None
 
 
 def _sliced_values(
@@ -244,8 +326,8 @@ def _sliced_values(
     directions: torch.Tensor,
     plan: _Plan,
     collective: Any,
-    chunk_size: int,
-    fused: bool,
+    engine: str,
+    chunk_size: int | None,
 ) -> torch.Tensor:
     """Shape-checked call of the Function; ``x`` and ``directions`` in the compute dtype."""
     _check_samples(x, "x", plan, collective)
@@ -255,7 +337,9 @@ def _sliced_values(
         )
     if directions.requires_grad:
         raise ValueError("directions must not require grad: they are treated as constants")
-    return _SlicedEppsPulley.apply(x, directions, plan, collective, chunk_size, fused)
+    want_grad = torch.is_grad_enabled() and x.requires_grad
+    engine = _resolve_engine(engine, x)
+    return _SlicedEppsPulley.apply(x, directions, plan, collective, engine, chunk_size, want_grad)
 
 
 def _check_samples(x: torch.Tensor, name: str, plan: _Plan, collective: Any) -> None:
@@ -271,8 +355,19 @@ def _check_samples(x: torch.Tensor, name: str, plan: _Plan, collective: Any) -> 
         )
 
 
-def _check_chunk_size(chunk_size: Any) -> int:
-    return check_int(chunk_size, "chunk_size", minimum=1)
+def _check_chunk_size(chunk_size: Any) -> int | None:
+    return None if chunk_size is None else check_int(chunk_size, "chunk_size", minimum=1)
+
+
+def _check_engine(engine: Any, fused: Any) -> str:
+    """The strategy; ``fused=True`` is the deprecated spelling of ``engine="compiled"``."""
+    engine = check_choice(engine, "engine", ENGINES)
+    if check_flag(fused, "fused"):
+        warnings.warn(
+            'fused=True is deprecated: use engine="compiled"', DeprecationWarning, stacklevel=3
+        )
+        return "compiled"
+    return engine
 
 
 def sliced_epps_pulley(
@@ -285,7 +380,8 @@ def sliced_epps_pulley(
     n_points: int = 17,
     debias: bool = False,
     collective: Any = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    engine: str = "auto",
+    chunk_size: int | None = None,
     fused: bool = False,
 ) -> torch.Tensor:
     """Sliced Epps-Pulley statistic with an analytic, memory-lean backward.
@@ -318,14 +414,24 @@ def sliced_epps_pulley(
         one of the global batch, and the backward sums the cotangents over ranks (the
         semantics of an autograd-aware all-reduce). Every rank must call with the same
         directions and shapes except ``N``.
-    chunk_size : int, default 128
-        Number of directions processed at once in the forward and backward passes; bounds
-        the temporaries to a few ``(..., chunk_size, N)`` arrays.
+    engine : {"auto", "cache_fused", "few_kernels", "compiled"}, default "auto"
+        Evaluation strategy, all with the same values and gradients up to rounding (see
+        docs/performance.md, "which strategy when"). ``"few_kernels"``: a handful of large
+        operations per chunk of slices (accelerators; about 40 dispatched operations per
+        forward + backward). ``"cache_fused"``: cache-sized blocks, one fused multiply-add
+        per knot, no multi-threaded element-wise operation (CPUs, robust when the cores
+        are shared). ``"compiled"``: the few-kernels functions through ``torch.compile``
+        (inductor), never chosen automatically: a one-off compilation per input shape
+        (seconds to minutes on a small CPU, cached on disk). ``"auto"``: ``"few_kernels"``
+        on a non-CPU device and inside ``torch.compile``, else ``"cache_fused"``.
+    chunk_size : int, optional
+        Slices (rows of ``x @ directions``, over all leading axes) per chunk or block.
+        Default: ``"few_kernels"``/``"compiled"`` chunks the ``(rows, N, 2 (n_points -
+        1))`` knot values to :data:`sigreg.engine.MEMORY_BUDGET_BYTES` (256 MiB: one chunk
+        at (N, K, M) = (2048, 512, 1024) in float32); ``"cache_fused"`` blocks keep each
+        per-knot array below 32768 numbers.
     fused : bool, default False
-        Compile the per-chunk kernels with ``torch.compile`` (inductor), which fuses the
-        knot recurrence and the reductions into one loop: about 10x faster on CPU (see
-        docs/performance.md) after a one-off compilation per input shape (tens of seconds
-        on a small CPU; cached on disk by inductor).
+        Deprecated spelling of ``engine="compiled"`` (warns).
 
     Returns
     -------
@@ -359,13 +465,13 @@ def sliced_epps_pulley(
     _check_tensor(directions, "directions")
     reduction = check_choice(reduction, "reduction", REDUCTIONS)
     chunk_size = _check_chunk_size(chunk_size)
+    engine = _check_engine(engine, fused)
     plan = _plan(t_max, n_points, check_flag(debias, "debias"))
     if not torch.compiler.is_compiling():
         check_collective(collective)
     out_dtype = x.dtype if x.dtype.is_floating_point else torch.get_default_dtype()
     dtype = _compute_dtype(x.dtype, "x")
-    fused = check_flag(fused, "fused")
-    values = _sliced_values(x.to(dtype), directions.to(dtype), plan, collective, chunk_size, fused)
+    values = _sliced_values(x.to(dtype), directions.to(dtype), plan, collective, engine, chunk_size)
     if reduction == "mean":
         values = values.mean(dim=-1)
     elif reduction == "sum":
@@ -534,11 +640,12 @@ class SIGReg(_SteppedLoss):
         one of the global batch (ranks may hold different numbers of samples).
     debias : bool, default False
         U-statistic version of the Epps-Pulley statistic.
-    chunk_size : int, default 128
-        Directions processed at once (see :func:`sliced_epps_pulley`).
+    engine : {"auto", "cache_fused", "few_kernels", "compiled"}, default "auto"
+        Evaluation strategy (see :func:`sliced_epps_pulley`).
+    chunk_size : int, optional
+        Slices per chunk or block (see :func:`sliced_epps_pulley`).
     fused : bool, default False
-        Compile the per-chunk kernels with ``torch.compile`` (see
-        :func:`sliced_epps_pulley`).
+        Deprecated spelling of ``engine="compiled"``.
 
     Attributes
     ----------
@@ -568,7 +675,8 @@ class SIGReg(_SteppedLoss):
         collective: Any = None,
         *,
         debias: bool = False,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        engine: str = "auto",
+        chunk_size: int | None = None,
         fused: bool = False,
     ) -> None:
         super().__init__()
@@ -580,8 +688,8 @@ class SIGReg(_SteppedLoss):
         self.t_max: float = float(t_max)
         self.n_points: int = int(n_points)
         self.debias: bool = debias
-        self.chunk_size: int = chunk_size
-        self.fused: bool = check_flag(fused, "fused")
+        self.chunk_size: int | None = chunk_size
+        self.engine: str = _check_engine(engine, fused)
         self.collective: Any = collective
         self._rule: _Plan = rule
 
@@ -608,7 +716,7 @@ class SIGReg(_SteppedLoss):
             x.shape[-1], self.num_slices, self.seed, dtype, x.device
         )
         values = _sliced_values(
-            x.to(dtype), directions, self._rule, self.collective, self.chunk_size, self.fused
+            x.to(dtype), directions, self._rule, self.collective, self.engine, self.chunk_size
         )
         return values.mean(dim=-1).to(out_dtype)
 
@@ -646,11 +754,12 @@ class LeJEPALoss(_SteppedLoss):
         Largest quadrature knot.
     n_points : int, default 17
         Quadrature knots on ``[0, t_max]``.
-    chunk_size : int, default 128
-        Directions processed at once (see :func:`sliced_epps_pulley`).
+    engine : {"auto", "cache_fused", "few_kernels", "compiled"}, default "auto"
+        Evaluation strategy (see :func:`sliced_epps_pulley`).
+    chunk_size : int, optional
+        Slices per chunk or block (see :func:`sliced_epps_pulley`).
     fused : bool, default False
-        Compile the per-chunk kernels with ``torch.compile`` (see
-        :func:`sliced_epps_pulley`).
+        Deprecated spelling of ``engine="compiled"``.
 
     Attributes
     ----------
@@ -680,7 +789,8 @@ class LeJEPALoss(_SteppedLoss):
         *,
         t_max: float = 3.0,
         n_points: int = 17,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        engine: str = "auto",
+        chunk_size: int | None = None,
         fused: bool = False,
     ) -> None:
         super().__init__()
@@ -695,14 +805,14 @@ class LeJEPALoss(_SteppedLoss):
         self.seed: int = seed
         self.t_max: float = float(t_max)
         self.n_points: int = int(n_points)
-        self.chunk_size: int = chunk_size
-        self.fused: bool = check_flag(fused, "fused")
+        self.chunk_size: int | None = chunk_size
+        self.engine: str = _check_engine(engine, fused)
         self.collective: Any = collective
         self._rule: _Plan = rule
 
     def forward(
         self, global_views: torch.Tensor, local_views: torch.Tensor | None = None
-    ) -> LeJEPALossParts:
+    ) -> LeJEPAParts:
         """The loss of one step; advances the step.
 
         Parameters
@@ -714,7 +824,7 @@ class LeJEPALoss(_SteppedLoss):
 
         Returns
         -------
-        LeJEPALossParts
+        LeJEPAParts
             The named tuple ``(loss, prediction, sigreg)`` of :func:`sigreg.lejepa_loss`:
             0-d tensors in the dtype of ``global_views``.
         """
@@ -766,11 +876,11 @@ class LeJEPALoss(_SteppedLoss):
             pred = pred + spread_sum / (g.shape[0] * count * dim)
 
         per_view = _sliced_values(
-            views, directions, self._rule, self.collective, self.chunk_size, self.fused
+            views, directions, self._rule, self.collective, self.engine, self.chunk_size
         )
         sig = torch.mean(per_view)
         loss = (1.0 - self.lamb) * pred + self.lamb * sig
-        return LeJEPALossParts(loss.to(out_dtype), pred.to(out_dtype), sig.to(out_dtype))
+        return LeJEPAParts(loss.to(out_dtype), pred.to(out_dtype), sig.to(out_dtype))
 
     def extra_repr(self) -> str:
         return (

@@ -1,4 +1,5 @@
-"""SIGReg forward + backward: sigreg against the official algorithm and the bare projection.
+"""SIGReg forward + backward per backend and strategy, against the official algorithm and
+the bare projection, idle and under contention.
 
 Every row is measured in this run, in a fresh subprocess (so peak memory is that of the
 variant alone), on the same data:
@@ -8,12 +9,17 @@ variant alone), on the same data:
 * ``official``: a straightforward eager implementation of the official LeJEPA algorithm
   (broadcast ``x @ A`` against the knots, cos/sin means, framework autodiff), written here
   as the reference;
-* ``sigreg ...``: this project's implementation.
+* ``<strategy>``: this project's implementation with ``engine=<strategy>``.
 
-Timing: median of ``--reps`` runs after one warm-up run (which includes any compilation;
-the compile time is reported separately). Peak extra memory: the resident-set high-water
-mark of one run above the resident size just before it (Linux ``/proc/self/clear_refs``),
-after the warm-up and a ``malloc_trim`` so that freed memory is not counted.
+Timing: minimum of ``--reps`` runs after one warm-up run (which includes any compilation;
+the warm-up time is reported separately: for ``compiled`` it is the compile cost). Peak extra
+memory: the resident-set high-water mark of one run above the resident size just before it
+(Linux ``/proc/self/clear_refs``), after the warm-up and a ``malloc_trim``. Ops: aten
+operations dispatched by one forward + backward (``TorchDispatchMode``, counted once more
+with one thread so that none runs in a worker thread); on a GPU each is a kernel launch.
+"Contended": the same measurement with two copies of the child process running at once
+on the machine's cores (what two data-parallel ranks on two cores do); the ratio is to the
+projection measured under the same contention.
 
 Usage::
 
@@ -27,7 +33,6 @@ import argparse
 import ctypes
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -88,24 +93,35 @@ def _torch_variant(name, n, k, m, threads):
             err = (xt.cos().mean(-3) - phi).square() + xt.sin().mean(-3).square()
             return ((err @ w) * n).mean()
 
-    elif name == "sigreg eager":
-
-        def loss():
-            return sliced_epps_pulley(x, a)
-
-    elif name == "sigreg fused":
-
-        def loss():
-            return sliced_epps_pulley(x, a, fused=True, chunk_size=m)
-
     else:
-        raise ValueError(name)
+
+        def loss():
+            return sliced_epps_pulley(x, a, engine=name)
 
     def step():
         x.grad = None
         loss().backward()
 
     return step
+
+
+def _torch_op_count(step) -> int:
+    """aten operations of one step, all in this thread (one intra-op thread)."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Counter.count += 1
+            return func(*args, **(kwargs or {}))
+
+    torch.set_num_threads(1)
+    step()
+    with Counter():
+        step()
+    return Counter.count
 
 
 def _jax_variant(name, n, k, m, threads):
@@ -133,13 +149,11 @@ def _jax_variant(name, n, k, m, threads):
             err = (jnp.cos(xt).mean(-3) - phi) ** 2 + jnp.sin(xt).mean(-3) ** 2
             return jnp.mean((err @ w) * n)
 
-    elif name == "sigreg":
+    else:
 
         def loss(x, a):
-            return bj.sliced_epps_pulley(x, a)
+            return bj.sliced_epps_pulley(x, a, engine=name)
 
-    else:
-        raise ValueError(name)
     grad = jax.jit(jax.grad(loss))  # directions are an argument: no constant folding
 
     def step():
@@ -171,18 +185,26 @@ def _numpy_variant(name, n, k, m, threads):
             grad_z = 2.0 / m * ((w * t) * (s * cos - (c - phi) * sin)).sum(-1)
             return grad_z @ a.T
 
-    elif name == "sigreg":
+    else:
 
         def step():
-            _, pullback = sigreg.sliced_epps_pulley_vjp(x, a)
+            _, pullback = sigreg.sliced_epps_pulley_vjp(x, a, engine=name)
             return pullback(np.ones((), dtype=np.float32))
 
-    else:
-        raise ValueError(name)
     return step
 
 
 VARIANTS = {"torch": _torch_variant, "jax": _jax_variant, "numpy": _numpy_variant}
+NAMES = {
+    "torch": ["projection", "official", "cache_fused", "few_kernels", "compiled"],
+    "jax": ["projection", "official", "cache_fused", "few_kernels"],
+    "numpy": ["projection", "official", "cache_fused", "few_kernels"],
+}
+TITLES = {
+    "torch": "torch (eager autograd; 'compiled' = torch.compile'd few-kernels functions)",
+    "jax": "jax (jax.jit of jax.grad)",
+    "numpy": "numpy (value and explicit gradient; official = broadcast analytic gradient)",
+}
 
 
 def _child(spec: dict) -> dict:
@@ -201,43 +223,65 @@ def _child(spec: dict) -> dict:
     base = _reset_peak()
     step()
     peak = _status_kib("VmHWM")
-    return {
-        "seconds": statistics.median(times),
-        "warmup": warmup,
-        "extra_mib": max(peak - base, 0) / 1024,
-    }
+    out = {"seconds": min(times), "warmup": warmup, "extra_mib": max(peak - base, 0) / 1024}
+    # a dispatch mode cannot run inside torch.compile: no count for "compiled"
+    if spec["framework"] == "torch" and spec.get("count_ops") and spec["name"] != "compiled":
+        out["ops"] = _torch_op_count(step)
+    return out
 
 
-def _run(framework, name, n, k, m, reps, threads):
-    spec = dict(framework=framework, name=name, n=n, k=k, m=m, reps=reps, threads=threads)
+def _spawn(spec: dict):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.setdefault("OMP_NUM_THREADS", str(threads))
-    out = subprocess.run(
+    env.setdefault("OMP_NUM_THREADS", str(spec["threads"]))
+    return subprocess.Popen(
         [sys.executable, __file__, "--child", json.dumps(spec)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
-        check=False,
     )
-    if out.returncode != 0:
-        raise RuntimeError(f"{framework}/{name} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _table(title, rows, ref_name, floor_name):
-    ref, floor = rows[ref_name], rows[floor_name]
+def _collect(proc, what: str) -> dict:
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _run(framework, name, n, k, m, reps, threads, copies=1):
+    """One variant in ``copies`` simultaneous processes; the slowest copy's numbers."""
+    spec = dict(framework=framework, name=name, n=n, k=k, m=m, reps=reps, threads=threads)
+    procs = [_spawn(dict(spec, count_ops=(i == 0 and copies == 1))) for i in range(copies)]
+    results = [_collect(p, f"{framework}/{name}") for p in procs]
+    return max(results, key=lambda r: r["seconds"])
+
+
+def _table(title, rows, contended):
+    ref, floor = rows["official"], rows["projection"]
     print(f"\n{title}")
     print(
-        f"{'variant':<16}{'time (s)':>10}{'warm-up (s)':>13}{'peak extra (MiB)':>18}"
-        f"{'vs projection':>15}{'speed-up vs official':>22}{'memory vs official':>20}"
+        f"{'variant':<13}{'time (s)':>9}{'warm-up (s)':>12}{'extra MiB':>10}{'ops':>7}"
+        f"{'vs proj':>9}{'vs official':>12}{'contended (s)':>15}{'vs proj':>9}"
     )
     for name, r in rows.items():
-        print(
-            f"{name:<16}{r['seconds']:>10.3f}{r['warmup']:>13.2f}{r['extra_mib']:>18.1f}"
-            f"{r['seconds'] / floor['seconds']:>14.2f}x"
-            f"{ref['seconds'] / r['seconds']:>21.2f}x"
-            f"{r['extra_mib'] / max(ref['extra_mib'], 1e-9):>20.3f}"
+        c, c_floor = contended.get(name), contended.get("projection")
+        busy = (
+            f"{c['seconds']:>15.3f}{c['seconds'] / c_floor['seconds']:>8.2f}x"
+            if c and c_floor
+            else f"{'-':>15}{'-':>9}"
         )
+        ops = str(r["ops"]) if "ops" in r else "-"
+        print(
+            f"{name:<13}{r['seconds']:>9.3f}{r['warmup']:>12.2f}{r['extra_mib']:>10.1f}{ops:>7}"
+            f"{r['seconds'] / floor['seconds']:>8.2f}x{ref['seconds'] / r['seconds']:>11.2f}x"
+            f"{busy}"
+        )
+
+
+def _load() -> str:
+    with open("/proc/loadavg") as fh:
+        return " ".join(fh.read().split()[:3])
 
 
 def main() -> None:
@@ -253,6 +297,7 @@ def main() -> None:
         "--frameworks", nargs="+", default=["torch", "jax", "numpy"], choices=list(VARIANTS)
     )
     parser.add_argument("--no-sweep", action="store_true", help="skip the scaling sweep")
+    parser.add_argument("--no-compiled", action="store_true", help="skip torch.compile")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_child(json.loads(args.child))))
@@ -262,37 +307,35 @@ def main() -> None:
     size = (args.n, args.k, args.m)
     print(
         f"SIGReg forward+backward, float32, CPU threads={args.threads}, (N, K, M) = {size}, "
-        f"{N_POINTS} knots on [0, {T_MAX}]"
+        f"{N_POINTS} knots on [0, {T_MAX}]; load average at start: {_load()}"
     )
-    names = {
-        "torch": ["projection", "official", "sigreg eager", "sigreg fused"],
-        "jax": ["projection", "official", "sigreg"],
-        "numpy": ["projection", "official", "sigreg"],
-    }
-    titles = {
-        "torch": "torch (eager autograd; 'fused' = torch.compile'd ECF kernels)",
-        "jax": "jax (jax.jit of jax.grad)",
-        "numpy": "numpy (value and explicit gradient; official = broadcast analytic gradient)",
-    }
     for fw in args.frameworks:
-        rows = {name: _run(fw, name, *size, args.reps, args.threads) for name in names[fw]}
-        _table(titles[fw], rows, "official", "projection")
-    if args.no_sweep:
-        return
-    print("\nscaling of torch 'sigreg eager' (no compilation per shape): time per N*M stays")
-    print("flat while the ECF dominates; the matmuls add a term in N*M*K")
-    print(f"{'N':>6}{'K':>6}{'M':>6}{'time (s)':>10}{'ns per N*M':>12}{'ns per N*M*K':>14}")
+        names = [v for v in NAMES[fw] if not (args.no_compiled and v == "compiled")]
+        rows = {name: _run(fw, name, *size, args.reps, args.threads) for name in names}
+        busy = [v for v in names if v != "compiled"]  # compiled: same kernels, compile cost
+        contended = {v: _run(fw, v, *size, args.reps, args.threads, copies=2) for v in busy}
+        _table(TITLES[fw], rows, contended)
+        print(f"(load average now: {_load()})")
+    if not args.no_sweep:
+        _sweep(size, args)
+
+
+def _sweep(size, args) -> None:
+    print("\nscaling of torch engine='auto' (cache_fused on a CPU) against the projection")
+    print(f"{'N':>6}{'K':>6}{'M':>6}{'time (s)':>10}{'projection (s)':>16}{'ratio':>8}")
     base_n, base_k, base_m = size
     grid = (
         [(n, base_k, base_m) for n in (base_n // 4, base_n // 2, base_n, base_n * 2)]
         + [(base_n, base_k, m) for m in (base_m // 4, base_m // 2, base_m * 2)]
         + [(base_n, k, base_m) for k in (base_k // 4, base_k // 2, base_k * 2)]
     )
+    reps = max(2, args.reps // 2)
     for n, k, m in grid:
-        r = _run("torch", "sigreg eager", n, k, m, max(2, args.reps // 2), args.threads)
+        r = _run("torch", "auto", n, k, m, reps, args.threads)
+        p = _run("torch", "projection", n, k, m, reps, args.threads)
         print(
-            f"{n:>6}{k:>6}{m:>6}{r['seconds']:>10.3f}{1e9 * r['seconds'] / (n * m):>12.2f}"
-            f"{1e9 * r['seconds'] / (n * m * k):>14.4f}"
+            f"{n:>6}{k:>6}{m:>6}{r['seconds']:>10.3f}{p['seconds']:>16.3f}"
+            f"{r['seconds'] / p['seconds']:>7.2f}x"
         )
 
 

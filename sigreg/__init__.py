@@ -5,6 +5,7 @@ array_api_strict) and returns results in the same namespace, dtype and device. N
 framework is imported by ``import sigreg``.
 """
 
+from sigreg import engine, lejepa
 from sigreg._result import GoodnessOfFitResult
 from sigreg.collective import Collective
 from sigreg.directions import sample_directions
@@ -16,7 +17,7 @@ from sigreg.edf_test import (
     watson_test,
 )
 from sigreg.gof import epps_pulley_test
-from sigreg.lejepa import LeJEPALoss, lejepa_loss, lejepa_loss_vjp
+from sigreg.lejepa import LeJEPAParts, lejepa_loss, lejepa_loss_vjp
 from sigreg.moments import extended_jarque_bera, mean_variance
 from sigreg.multivariate import henze_zirkler, henze_zirkler_test
 from sigreg.normality import normality_test
@@ -28,11 +29,12 @@ from sigreg.univariate import epps_pulley, epps_pulley_vjp
 __all__ = [
     "Collective",
     "GoodnessOfFitResult",
-    "LeJEPALoss",
+    "LeJEPAParts",
     "anderson_darling",
     "anderson_darling_test",
     "cramer_von_mises",
     "cramer_von_mises_test",
+    "engine",
     "epps_pulley",
     "epps_pulley_test",
     "epps_pulley_vjp",
@@ -57,3 +59,9 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    if name == "LeJEPALoss":  # deprecated alias of LeJEPAParts, warns on access
+        return lejepa.__getattr__(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from sigreg import _statistic
+from sigreg import engine as _engine
 from sigreg._namespace import device_of, pick_namespace, prepare_array
 from sigreg._validation import (
     as_cotangent,
@@ -19,12 +20,11 @@ from sigreg._validation import (
 )
 from sigreg.collective import reduce_sums
 from sigreg.directions import sample_directions
-from sigreg.sliced import _project
 
 PREDICTIONS = ("center", "pairwise")
 
 
-class LeJEPALoss(NamedTuple):
+class LeJEPAParts(NamedTuple):
     """The LeJEPA loss and its two parts (0-d arrays)."""
 
     loss: Any
@@ -33,6 +33,18 @@ class LeJEPALoss(NamedTuple):
     """The view-prediction (invariance) term."""
     sigreg: Any
     """SIGReg averaged over all views."""
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LeJEPALoss":
+        warnings.warn(
+            "sigreg.LeJEPALoss was renamed LeJEPAParts (the name LeJEPALoss is the torch "
+            "module backends.torch.LeJEPALoss); the old name will be removed",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return LeJEPAParts
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_views(x: Any, name: str) -> None:
@@ -59,7 +71,8 @@ def lejepa_loss(
     n_points: int = 17,
     collective: Any = None,
     backend: Any = None,
-) -> LeJEPALoss:
+    engine: str = "auto",
+) -> LeJEPAParts:
     """LeJEPA loss ``(1 - lamb) * prediction + lamb * mean_v SIGReg(z_v)``.
 
     Parameters
@@ -88,10 +101,12 @@ def lejepa_loss(
     t_max, n_points, collective, backend
         As in :func:`sigreg.epps_pulley`. With a collective both terms are those of the
         global batch.
+    engine : {"auto", "cache_fused", "few_kernels"}, default "auto"
+        Evaluation strategy of SIGReg (see :func:`sigreg.sliced_epps_pulley`).
 
     Returns
     -------
-    LeJEPALoss
+    LeJEPAParts
         ``(loss, prediction, sigreg)``, 0-d arrays in the namespace, dtype and device of
         ``global_views``.
 
@@ -119,6 +134,7 @@ def lejepa_loss(
         n_points,
         collective,
         backend,
+        engine,
     )
     parts, _ = _forward(state, collective)
     return _finish(state, parts)
@@ -149,6 +165,7 @@ def _setup(
     n_points,
     collective,
     backend,
+    engine,
 ) -> _State:
     xp = pick_namespace(global_views, "global_views", backend)
     convert = backend is not None
@@ -168,12 +185,13 @@ def _setup(
         views = xp.concat([g, xp.astype(loc, g.dtype)], axis=0)
     lamb = check_unit_interval(lamb, "lamb")
     prediction = check_choice(prediction, "prediction", PREDICTIONS)
-    rule = _statistic.make_rule(
+    rule = _engine.make_rule(
         t_max=t_max,
         n_points=n_points,
         integration="trapezoid",
         debias=False,
         collective=collective,
+        engine=engine,
     )
     dim = views.shape[2]
     if directions is None:
@@ -199,7 +217,9 @@ def _setup(
     )
 
 
-def _forward(state: _State, collective: Any) -> tuple[tuple[Any, Any, Any], Any]:
+def _forward(
+    state: _State, collective: Any, *, with_gradient: bool = False
+) -> tuple[tuple[Any, Any, Any], Any]:
     """The three loss parts and what the pullback needs."""
     xp, views, n_global = state.xp, state.views, state.n_global
     n_views, n, dim = views.shape
@@ -215,17 +235,17 @@ def _forward(state: _State, collective: Any) -> tuple[tuple[Any, Any, Any], Any]
     pred = center_sum / (n_views * count * dim)
     if state.prediction == "pairwise":
         pred = pred + spread_sum / (n_global * count * dim)
-    z = _project(xp, views, state.directions)
-    per_view, residual = _statistic.forward(xp, z, state.rule, collective)
+    z = _engine.project(xp, views, state.directions)
+    per_view, residual = _engine.forward(xp, z, state.rule, collective, with_gradient=with_gradient)
     sig = xp.mean(per_view)
     loss = (1.0 - state.lamb) * pred + state.lamb * sig
     return (loss, pred, sig), (mu, count, z, residual)
 
 
-def _finish(state: _State, parts: Any) -> LeJEPALoss:
+def _finish(state: _State, parts: Any) -> LeJEPAParts:
     xp, out_dtype = state.xp, state.out_dtype
     parts = [poison(xp, part, *state.checks) for part in parts]
-    return LeJEPALoss(*(p if p.dtype == out_dtype else xp.astype(p, out_dtype) for p in parts))
+    return LeJEPAParts(*(p if p.dtype == out_dtype else xp.astype(p, out_dtype) for p in parts))
 
 
 def lejepa_loss_vjp(
@@ -243,7 +263,8 @@ def lejepa_loss_vjp(
     n_points: int = 17,
     collective: Any = None,
     backend: Any = None,
-) -> tuple[LeJEPALoss, Callable[[Any], tuple[Any, Any]]]:
+    engine: str = "auto",
+) -> tuple[LeJEPAParts, Callable[[Any], tuple[Any, Any]]]:
     """:func:`lejepa_loss` and the analytic gradient of its total with respect to the views.
 
     For frameworks without autodiff (numpy, cupy). The SIGReg part uses the pullback of
@@ -253,13 +274,13 @@ def lejepa_loss_vjp(
     ----------
     global_views, local_views, lamb, num_slices, seed, step, directions, prediction
         As in :func:`lejepa_loss`.
-    t_max, n_points, collective, backend
+    t_max, n_points, collective, backend, engine
         As in :func:`lejepa_loss`. With a collective the pullback returns the gradient of
         the global loss with respect to this rank's views.
 
     Returns
     -------
-    parts : LeJEPALoss
+    parts : LeJEPAParts
         Same as ``lejepa_loss(...)``.
     pullback : callable
         ``pullback(cotangent)`` returns ``(grad_global_views, grad_local_views)``, the
@@ -290,8 +311,9 @@ def lejepa_loss_vjp(
         n_points,
         collective,
         backend,
+        engine,
     )
-    parts, (mu, count, z, residual) = _forward(state, collective)
+    parts, (mu, count, z, residual) = _forward(state, collective, with_gradient=True)
     xp, views, n_global, lamb_ = state.xp, state.views, state.n_global, state.lamb
 
     def pullback(cotangent: Any) -> tuple[Any, Any]:
@@ -311,7 +333,7 @@ def lejepa_loss_vjp(
             per_slice, lamb_ / math.prod(per_slice), dtype=views.dtype, device=device_of(views)
         )
         grad_sig = grad_sig * c
-        grad_z = _statistic.pullback(xp, z, state.rule, residual, grad_sig)
+        grad_z = _engine.pullback(xp, z, state.rule, residual, grad_sig)
         grad = grad + xp.matrix_transpose(grad_z) @ xp.matrix_transpose(state.directions)
         grad_g = grad[:n_global, ...] + correction
         grad_g = poison(xp, grad_g, *state.checks)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sigreg import _statistic
+from sigreg import engine as _engine
 from sigreg._namespace import device_of, pick_namespace, prepare_array
 from sigreg._validation import (
     REDUCTIONS,
@@ -32,17 +32,8 @@ def _check_embeddings(x: Any, name: str) -> None:
         raise ValueError(f"{name} has an empty feature axis (K = 0)")
 
 
-def _project(xp: Any, x: Any, directions: Any) -> Any:
-    """``(x @ directions)`` transposed to ``(..., M, N)``: samples on the last axis."""
-    return xp.matrix_transpose(directions) @ xp.matrix_transpose(x)
-
-
-def _reduce(xp: Any, values: Any, reduction: str) -> Any:
-    if reduction == "mean":
-        return xp.mean(values, axis=-1)
-    if reduction == "sum":
-        return xp.sum(values, axis=-1)
-    return values
+_project = _engine.project  # kept for sigreg.sliced_gof
+_reduce = _engine.reduce_slices
 
 
 def _setup(
@@ -55,6 +46,7 @@ def _setup(
     debias,
     collective,
     backend,
+    engine="auto",
     check_directions=True,
 ):
     xp = pick_namespace(x, "x", backend)
@@ -71,12 +63,13 @@ def _setup(
     if directions.dtype != x.dtype:
         directions = xp.astype(directions, x.dtype)
     reduction = check_choice(reduction, "reduction", REDUCTIONS)
-    rule = _statistic.make_rule(
+    rule = _engine.make_rule(
         t_max=t_max,
         n_points=n_points,
         integration=integration,
         debias=debias,
         collective=collective,
+        engine=engine,
     )
     check_sample_count(x.shape[-2], "x", debias=rule.debias, distributed=collective is not None)
     check_finite(xp, x, "x")
@@ -88,7 +81,7 @@ def _setup(
 
 
 def _value(xp, x, directions, reduction, rule, collective, checks, out_dtype):
-    values, _ = _statistic.forward(xp, _project(xp, x, directions), rule, collective)
+    values, _ = _engine.forward(xp, _project(xp, x, directions), rule, collective)
     value = poison(xp, _reduce(xp, values, reduction), *checks)
     return value if value.dtype == out_dtype else xp.astype(value, out_dtype)
 
@@ -105,6 +98,7 @@ def sliced_epps_pulley(
     debias: bool = False,
     collective: Any = None,
     backend: Any = None,
+    engine: str = "auto",
 ) -> Any:
     """Epps-Pulley statistic of the projections ``x @ directions``, one per column.
 
@@ -122,6 +116,9 @@ def sliced_epps_pulley(
         How to combine the ``M`` per-slice statistics.
     t_max, n_points, integration, debias, collective, backend
         As in :func:`sigreg.epps_pulley`.
+    engine : {"auto", "cache_fused", "few_kernels"}, default "auto"
+        Evaluation strategy of the trapezoid rule (:mod:`sigreg.engine`): ``"cache_fused"``
+        on CPUs, ``"few_kernels"`` on accelerators; all give the same values up to rounding.
 
     Returns
     -------
@@ -148,7 +145,7 @@ def sliced_epps_pulley(
     (64,)
     """
     xp, x, directions, out_dtype, reduction, rule, checks = _setup(
-        x, directions, reduction, t_max, n_points, integration, debias, collective, backend
+        x, directions, reduction, t_max, n_points, integration, debias, collective, backend, engine
     )
     return _value(xp, x, directions, reduction, rule, collective, checks, out_dtype)
 
@@ -165,6 +162,7 @@ def sliced_epps_pulley_vjp(
     debias: bool = False,
     collective: Any = None,
     backend: Any = None,
+    engine: str = "auto",
 ) -> tuple[Any, Callable[[Any], Any]]:
     """:func:`sliced_epps_pulley` and its analytic vector-Jacobian product in ``x``.
 
@@ -174,8 +172,9 @@ def sliced_epps_pulley_vjp(
 
     Parameters
     ----------
-    x, directions, reduction, t_max, n_points, integration, debias, collective, backend
-        As in :func:`sliced_epps_pulley`.
+    x, directions, reduction, t_max, n_points, integration, debias, collective, backend, engine
+        As in :func:`sliced_epps_pulley`. Without a collective the gradient is computed in
+        the same pass as the value and kept (one ``(..., M, N)`` array).
 
     Returns
     -------
@@ -196,10 +195,10 @@ def sliced_epps_pulley_vjp(
     (256, 8)
     """
     xp, x, directions, out_dtype, reduction, rule, checks = _setup(
-        x, directions, reduction, t_max, n_points, integration, debias, collective, backend
+        x, directions, reduction, t_max, n_points, integration, debias, collective, backend, engine
     )
     z = _project(xp, x, directions)
-    values, residual = _statistic.forward(xp, z, rule, collective)
+    values, residual = _engine.forward(xp, z, rule, collective, with_gradient=True)
     value = _reduce(xp, values, reduction)
     num_slices = directions.shape[1]
 
@@ -209,7 +208,7 @@ def sliced_epps_pulley_vjp(
             g = xp.broadcast_to(xp.expand_dims(g, axis=-1), values.shape)
             if reduction == "mean":
                 g = g / num_slices
-        grad_z = _statistic.pullback(xp, z, rule, residual, g)  # (..., M, N)
+        grad_z = _engine.pullback(xp, z, rule, residual, g)  # (..., M, N)
         grad = xp.matrix_transpose(grad_z) @ xp.matrix_transpose(directions)
         grad = poison(xp, grad, *checks)
         return grad if grad.dtype == out_dtype else xp.astype(grad, out_dtype)
@@ -231,6 +230,7 @@ def sigreg(
     debias: bool = False,
     collective: Any = None,
     backend: Any = None,
+    engine: str = "auto",
 ) -> Any:
     """SIGReg: the mean Epps-Pulley statistic over ``num_slices`` random directions.
 
@@ -249,6 +249,8 @@ def sigreg(
         Step counter mixed into the seed.
     t_max, n_points, integration, debias, collective, backend
         As in :func:`sigreg.epps_pulley`.
+    engine : {"auto", "cache_fused", "few_kernels"}, default "auto"
+        As in :func:`sliced_epps_pulley`.
 
     Returns
     -------
@@ -290,6 +292,7 @@ def sigreg(
         debias,
         collective,
         None,
+        engine,
         check_directions=False,
     )
     return _value(xp, x, directions, reduction, rule, collective, checks, out_dtype)

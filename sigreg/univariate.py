@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sigreg import _statistic
+from sigreg import engine as _engine
 from sigreg._namespace import pick_namespace, prepare_array
 from sigreg._validation import (
     as_cotangent,
@@ -23,7 +23,7 @@ def _setup(x, axis, keepdims, t_max, n_points, integration, debias, collective, 
         raise ValueError("x must have at least one dimension (the sample axis)")
     axis = check_axis(axis, x.ndim)
     check_flag(keepdims, "keepdims")
-    rule = _statistic.make_rule(
+    rule = _engine.make_rule(
         t_max=t_max,
         n_points=n_points,
         integration=integration,
@@ -117,7 +117,7 @@ def epps_pulley(
     xp, z, axis, out_dtype, rule = _setup(
         x, axis, keepdims, t_max, n_points, integration, debias, collective, backend
     )
-    value, _ = _statistic.forward(xp, z, rule, collective)
+    value, _ = _engine.forward(xp, z, rule, collective)
     return _finish(xp, value, axis, keepdims, out_dtype)
 
 
@@ -168,7 +168,7 @@ def epps_pulley_vjp(
     xp, z, axis, out_dtype, rule = _setup(
         x, axis, keepdims, t_max, n_points, integration, debias, collective, backend
     )
-    value, residual = _statistic.forward(xp, z, rule, collective)
+    value, residual = _engine.forward(xp, z, rule, collective, with_gradient=True)
     stat_shape = value.shape
 
     def pullback(cotangent: Any) -> Any:
@@ -176,7 +176,7 @@ def epps_pulley_vjp(
         if keepdims and g.ndim == len(stat_shape) + 1:
             g = xp.squeeze(g, axis=axis)
         g = xp.broadcast_to(g, stat_shape)
-        grad = _statistic.pullback(xp, z, rule, residual, g)
+        grad = _engine.pullback(xp, z, rule, residual, g)
         grad = xp.moveaxis(grad, -1, axis)
         return grad if grad.dtype == out_dtype else xp.astype(grad, out_dtype)
 

@@ -99,6 +99,12 @@ def dtype(request):
     return request.param
 
 
+@pytest.fixture(params=["cache_fused", "few_kernels"])
+def engine(request):
+    """Evaluation strategy of the core (``sigreg.engine``); each must match the oracles."""
+    return request.param
+
+
 @pytest.fixture
 def backend_name(xp, request):
     return request.node.callspec.params["xp"]

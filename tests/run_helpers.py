@@ -7,7 +7,15 @@ import os
 import socket
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMING = {"imgs_per_s", "data_time", "step_time", "wall_time", "train_time", "data_time_fraction"}
+TIMING = {
+    "imgs_per_s",
+    "data_time",
+    "step_time",
+    "loss_share",
+    "wall_time",
+    "train_time",
+    "data_time_fraction",
+}
 """Record fields that measure time (they differ between otherwise identical runs)."""
 
 

@@ -52,7 +52,7 @@ def test_epps_pulley_vjp_collective(xp, device, sizes, debias):
 
 @pytest.mark.parametrize("sizes", SPLITS, ids=SPLIT_IDS)
 @pytest.mark.parametrize("reduction", ["none", "mean"])
-def test_sliced_collective_value_and_vjp(xp, device, sizes, reduction):
+def test_sliced_collective_value_and_vjp(xp, device, engine, sizes, reduction):
     rng = np.random.default_rng(82)
     x_np = rng.standard_normal((sum(sizes), 4)) * 0.9
     a_np = O.unit_directions(rng, 4, 3)
@@ -61,8 +61,9 @@ def test_sliced_collective_value_and_vjp(xp, device, sizes, reduction):
     a = make(xp, device, a_np)
 
     def rank(r, c):
-        v1 = sigreg.sliced_epps_pulley(shards[r], a, reduction=reduction, collective=c)
-        v2, pb = sigreg.sliced_epps_pulley_vjp(shards[r], a, reduction=reduction, collective=c)
+        opts = dict(reduction=reduction, collective=c, engine=engine)
+        v1 = sigreg.sliced_epps_pulley(shards[r], a, **opts)
+        v2, pb = sigreg.sliced_epps_pulley_vjp(shards[r], a, **opts)
         return v1, v2, pb(make(xp, device, cot_np))
 
     outs = ThreadGroup(len(sizes)).run(rank)

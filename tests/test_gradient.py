@@ -107,13 +107,15 @@ SLICED_IDS = [f"{i}-mean" for i in OPT_IDS] + ["trap-none", "trap-sum", "exact-d
 
 
 @pytest.mark.parametrize("opts,reduction", SLICED_COMBOS, ids=SLICED_IDS)
-def test_sliced_vjp_matches_formula(xp, device, dtype, opts, reduction):
+def test_sliced_vjp_matches_formula(xp, device, dtype, engine, opts, reduction):
     rng = np.random.default_rng(24)
     x_np = _rng_data(25, (2, 10, 4))
     a_np = O.unit_directions(rng, 4, 3)
     x = make(xp, device, x_np, dtype)
     a = make(xp, device, a_np, dtype)
-    value, pullback = sigreg.sliced_epps_pulley_vjp(x, a, reduction=reduction, **opts)
+    value, pullback = sigreg.sliced_epps_pulley_vjp(
+        x, a, reduction=reduction, engine=engine, **opts
+    )
     ref_val = O.sliced(to64(x), to64(a), reduction=reduction, **opts)
     assert_close(value, ref_val, dtype, scale=10)
     cot_np = rng.uniform(-1.5, 1.5, ref_val.shape)

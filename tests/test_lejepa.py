@@ -21,13 +21,13 @@ def _views(seed, vg=2, vl=3, n=10, d=6):
 
 @pytest.mark.parametrize("prediction", ["center", "pairwise"])
 @pytest.mark.parametrize("with_local", [False, True])
-def test_matches_oracle_with_directions(xp, device, dtype, prediction, with_local):
+def test_matches_oracle_with_directions(xp, device, dtype, engine, prediction, with_local):
     g_np, l_np = _views(50, vl=3 if with_local else 0)
     a_np = O.unit_directions(np.random.default_rng(51), 6, 9)
     g = make(xp, device, g_np, dtype)
     loc = None if l_np is None else make(xp, device, l_np, dtype)
     a = make(xp, device, a_np, dtype)
-    res = sigreg.lejepa_loss(g, loc, directions=a, prediction=prediction, lamb=0.3)
+    res = sigreg.lejepa_loss(g, loc, directions=a, prediction=prediction, lamb=0.3, engine=engine)
     ref_loss, ref_pred, ref_sig = O.lejepa(
         to64(g), None if loc is None else to64(loc), to64(a), lamb=0.3, prediction=prediction
     )
@@ -43,7 +43,7 @@ def test_matches_oracle_with_directions(xp, device, dtype, prediction, with_loca
 def test_result_is_namedtuple():
     g_np, l_np = _views(52)
     res = sigreg.lejepa_loss(g_np, l_np, num_slices=8)
-    assert isinstance(res, tuple) and type(res).__name__ == "LeJEPALoss"
+    assert isinstance(res, tuple) and type(res).__name__ == "LeJEPAParts"
     assert res._fields == ("loss", "prediction", "sigreg")
 
 
@@ -140,11 +140,11 @@ def test_lejepa_vjp_matches_finite_differences(prediction, with_local):
         assert gl is None
 
 
-def test_lejepa_vjp_backends(xp, device, dtype):
+def test_lejepa_vjp_backends(xp, device, dtype, engine):
     g_np, l_np = _views(64, vg=2, vl=1, n=5, d=3)
     a_np = O.unit_directions(np.random.default_rng(65), 3, 2)
     g, loc, a = (make(xp, device, v, dtype) for v in (g_np, l_np, a_np))
-    parts, pb = sigreg.lejepa_loss_vjp(g, loc, directions=a, prediction="pairwise")
+    parts, pb = sigreg.lejepa_loss_vjp(g, loc, directions=a, prediction="pairwise", engine=engine)
     gg, gl = pb(1.0)
     for arr, like in ((gg, g), (gl, loc)):
         assert tuple(arr.shape) == tuple(like.shape) and arr.dtype == like.dtype

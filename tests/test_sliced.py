@@ -22,14 +22,14 @@ COMBOS = [
 @pytest.mark.parametrize(
     "reduction,integration,debias", COMBOS, ids=["-".join(map(str, c)) for c in COMBOS]
 )
-def test_sliced_matches_oracle(xp, device, dtype, reduction, integration, debias):
+def test_sliced_matches_oracle(xp, device, dtype, engine, reduction, integration, debias):
     rng = np.random.default_rng(40)
     x = make(
         xp, device, 0.3 + rng.standard_normal((12, 5)) * np.array([1.0, 0.5, 2.0, 1.0, 1.0]), dtype
     )
     a = make(xp, device, O.unit_directions(rng, 5, 7), dtype)
     out = sigreg.sliced_epps_pulley(
-        x, a, reduction=reduction, integration=integration, debias=debias
+        x, a, reduction=reduction, integration=integration, debias=debias, engine=engine
     )
     ref = O.sliced(to64(x), to64(a), reduction=reduction, integration=integration, debias=debias)
     assert tuple(out.shape) == ref.shape == ((7,) if reduction == "none" else ())

@@ -49,6 +49,8 @@ def loss(name, w, x, directions, step, collective):
     ``"lejepa"``: the tiny linear model + LeJEPA loss with given directions. ``"sig_key"``:
     SIGReg of view 0 with ``jax.random`` directions from ``(SEED, traced step)``.
     ``"sig_pcg"``: the same with ``sigreg.sample_directions`` drawn through a host callback.
+    The LeJEPA loss runs the ``few_kernels`` strategy, SIGReg ``cache_fused``: both
+    strategies under every parallel mode, in one compilation.
     """
     emb = x @ w
     if name == "lejepa":
@@ -59,6 +61,7 @@ def loss(name, w, x, directions, step, collective):
             directions=directions,
             n_points=N_POINTS,
             collective=collective,
+            engine="few_kernels",
         ).loss
     sampler = {"sig_key": "jax", "sig_pcg": "numpy"}[name]
     return bj.sigreg(
@@ -69,6 +72,7 @@ def loss(name, w, x, directions, step, collective):
         sampler=sampler,
         n_points=N_POINTS,
         collective=collective,
+        engine="cache_fused",
     )
 
 

@@ -119,29 +119,32 @@ def _core_sigreg(z, step=0):
     return sigreg.sigreg(z, num_slices=W.NUM_SLICES, seed=W.SEED, step=step)
 
 
+@pytest.mark.parametrize("engine", W.ENGINES)
 @pytest.mark.parametrize("split", list(W.SPLITS))
-def test_sigreg_loss_equals_single_process(ranks, split):
+def test_sigreg_loss_equals_single_process(ranks, split, engine):
     _, emb = _full_data()
     z0 = emb[0].numpy()
     expected = [_core_sigreg(z0, step=0), _core_sigreg(z0, step=1)]
     for res in ranks:
         assert res["world"] == WORLD
-        got = [v.item() for v in res[f"{split}/sigreg"]]
+        got = [v.item() for v in res[f"{engine}/{split}/sigreg"]]
         np.testing.assert_allclose(got, expected, **TOL)
 
 
+@pytest.mark.parametrize("engine", W.ENGINES)
 @pytest.mark.parametrize("prediction", ["center", "pairwise"])
 @pytest.mark.parametrize("split", list(W.SPLITS))
-def test_lejepa_loss_equals_single_process(ranks, split, prediction):
+def test_lejepa_loss_equals_single_process(ranks, split, prediction, engine):
     _, emb = _full_data()
     expected = _core_lejepa(emb.numpy(), prediction)
     for res in ranks:
-        got = [p.item() for p in res[f"{split}/lejepa/{prediction}"]]
+        got = [p.item() for p in res[f"{engine}/{split}/lejepa/{prediction}"]]
         np.testing.assert_allclose(got, list(expected), **TOL)
 
 
+@pytest.mark.parametrize("engine", W.ENGINES)
 @pytest.mark.parametrize("split", list(W.SPLITS))
-def test_input_gradient_is_world_times_full_batch_share(ranks, split):
+def test_input_gradient_is_world_times_full_batch_share(ranks, split, engine):
     _, emb = _full_data()
     z = emb[0].clone().requires_grad_(True)
     sigreg.sigreg(z, num_slices=W.NUM_SLICES, seed=W.SEED, step=0).backward()
@@ -149,12 +152,13 @@ def test_input_gradient_is_world_times_full_batch_share(ranks, split):
     for r, res in enumerate(ranks):
         start = sum(sizes[:r])
         expected = WORLD * z.grad[start : start + sizes[r]]
-        torch.testing.assert_close(res[f"{split}/sigreg_input_grad"], expected, **TOL)
+        torch.testing.assert_close(res[f"{engine}/{split}/sigreg_input_grad"], expected, **TOL)
 
 
+@pytest.mark.parametrize("engine", W.ENGINES)
 @pytest.mark.parametrize("loss_name", ["lejepa", "sigreg"])
 @pytest.mark.parametrize("split", list(W.SPLITS))
-def test_ddp_parameter_gradients_equal_single_process(ranks, split, loss_name):
+def test_ddp_parameter_gradients_equal_single_process(ranks, split, loss_name, engine):
     """Plain torch autograd through the core on the whole batch is the reference."""
     inputs, _ = _full_data()
     model = W.make_model()
@@ -168,8 +172,10 @@ def test_ddp_parameter_gradients_equal_single_process(ranks, split, loss_name):
     scale = max(g.abs().max().item() for g in expected)
     assert scale > 1e-3  # the gradients are not trivially zero
     for res in ranks:
-        np.testing.assert_allclose(res[f"{split}/ddp/{loss_name}/loss"].item(), loss.item(), **TOL)
-        for got, ref in zip(res[f"{split}/ddp/{loss_name}/grads"], expected, strict=True):
+        np.testing.assert_allclose(
+            res[f"{engine}/{split}/ddp/{loss_name}/loss"].item(), loss.item(), **TOL
+        )
+        for got, ref in zip(res[f"{engine}/{split}/ddp/{loss_name}/grads"], expected, strict=True):
             torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-9 * scale)
 
 

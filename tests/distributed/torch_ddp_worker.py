@@ -32,6 +32,9 @@ N_GLOBAL, N_LOCAL, D_IN, D_OUT = 2, 3, 6, 5
 NUM_SLICES, SEED, LAMB = 24, 3, 0.3
 
 
+ENGINES = ("cache_fused", "few_kernels")
+
+
 def dataset():
     """Full batch: input views (V, N, D_IN) and embeddings (V, N, D_OUT), float64."""
     rng = np.random.default_rng(1234)
@@ -66,30 +69,30 @@ def compiled_lejepa(rank: int, coll: TorchDistributedCollective) -> dict:
     return {"unequal/compiled/loss": loss.detach(), "unequal/compiled/input_grad": z.grad}
 
 
-def main(out_dir: str, mode: str = "eager") -> None:
-    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
-    rank, world = dist.get_rank(), dist.get_world_size()
-    coll = TorchDistributedCollective()
-    inputs, emb = dataset()
-    results: dict = {"world": world}
-    if mode == "compile":
-        results.update(compiled_lejepa(rank, coll))
-    for name, sizes in SPLITS.items() if mode == "eager" else ():
+def eager_results(rank, coll, inputs, emb, engine: str) -> dict:
+    """(a) loss values and input gradients, (b, c) DDP parameter gradients, per split."""
+    results: dict = {}
+    for name, sizes in SPLITS.items():
         x_in, z = _shard(inputs, sizes, rank), _shard(emb, sizes, rank)
 
         # (a) loss values: SIGReg (two consecutive steps) and LeJEPA (both prediction terms)
-        sig = SIGReg(num_slices=NUM_SLICES, seed=SEED, collective=coll)
+        sig = SIGReg(num_slices=NUM_SLICES, seed=SEED, collective=coll, engine=engine)
         zr = z[0].clone().requires_grad_(True)
         first = sig(zr)
         first.backward()
-        results[f"{name}/sigreg"] = [first.detach(), sig(z[0]).detach()]
-        results[f"{name}/sigreg_input_grad"] = zr.grad
+        results[f"{engine}/{name}/sigreg"] = [first.detach(), sig(z[0]).detach()]
+        results[f"{engine}/{name}/sigreg_input_grad"] = zr.grad
         for prediction in ("center", "pairwise"):
             loss_fn = LeJEPALoss(
-                lamb=LAMB, num_slices=NUM_SLICES, seed=SEED, prediction=prediction, collective=coll
+                lamb=LAMB,
+                num_slices=NUM_SLICES,
+                seed=SEED,
+                prediction=prediction,
+                collective=coll,
+                engine=engine,
             )
             out = loss_fn(z[:N_GLOBAL], z[N_GLOBAL:])
-            results[f"{name}/lejepa/{prediction}"] = [p.detach() for p in out]
+            results[f"{engine}/{name}/lejepa/{prediction}"] = [p.detach() for p in out]
 
         # (b, c) a DDP-wrapped model: one forward over all views, loss, backward, averaged grads
         for loss_name in ("lejepa", "sigreg"):
@@ -98,13 +101,32 @@ def main(out_dir: str, mode: str = "eager") -> None:
             n = sizes[rank]
             out = ddp(x_in.reshape(-1, D_IN)).reshape(N_GLOBAL + N_LOCAL, n, D_OUT)
             if loss_name == "lejepa":
-                loss_fn = LeJEPALoss(lamb=LAMB, num_slices=NUM_SLICES, seed=SEED, collective=coll)
+                loss_fn = LeJEPALoss(
+                    lamb=LAMB, num_slices=NUM_SLICES, seed=SEED, collective=coll, engine=engine
+                )
                 loss = loss_fn(out[:N_GLOBAL], out[N_GLOBAL:]).loss
             else:
-                loss = SIGReg(num_slices=NUM_SLICES, seed=SEED, collective=coll)(out[0])
+                loss = SIGReg(num_slices=NUM_SLICES, seed=SEED, collective=coll, engine=engine)(
+                    out[0]
+                )
             loss.backward()
-            results[f"{name}/ddp/{loss_name}/loss"] = loss.detach()
-            results[f"{name}/ddp/{loss_name}/grads"] = [p.grad.clone() for p in model.parameters()]
+            results[f"{engine}/{name}/ddp/{loss_name}/loss"] = loss.detach()
+            results[f"{engine}/{name}/ddp/{loss_name}/grads"] = [
+                p.grad.clone() for p in model.parameters()
+            ]
+    return results
+
+
+def main(out_dir: str, mode: str = "eager") -> None:
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
+    rank, world = dist.get_rank(), dist.get_world_size()
+    coll = TorchDistributedCollective()
+    inputs, emb = dataset()
+    results: dict = {"world": world}
+    if mode == "compile":
+        results.update(compiled_lejepa(rank, coll))
+    for engine in ENGINES if mode == "eager" else ():
+        results.update(eager_results(rank, coll, inputs, emb, engine))
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.barrier()
     dist.destroy_process_group()

@@ -148,6 +148,7 @@ def test_digits_smoke_pretraining(tmp_path):
     summary = records[-1]
     assert summary["kind"] == "summary" and summary["step"] == 8 * 11
     assert np.mean([r["sigreg"] for r in train[-3:]]) < 0.5 * train[0]["sigreg"]
+    assert all(0 < r["loss_share"] < 1 for r in train)
     assert summary["probe_acc"] > 0.8 and summary["knn_acc"] > 0.9
     for name in ("loss.png", "accuracy.png", "spectrum.png", "config.yaml", "run_info.json"):
         assert os.path.getsize(os.path.join(run_dir, name)) > 0
@@ -220,6 +221,7 @@ def test_bad_feature_files(tmp_path, arrays, message):
     [
         ("model.backbone=smallcnn", "model.backbone must be 'mlp'"),
         ("run.precision=bf16", "run.precision must be"),
+        ("loss.engine=compiled", "loss.engine='compiled' is torch.compile"),
     ],
 )
 def test_rejected_options(tmp_path, capsys, override, message):

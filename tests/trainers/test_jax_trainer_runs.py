@@ -22,6 +22,7 @@ import sys
 
 import pytest
 from helpers import run_once
+from run_helpers import TIMING
 
 pytest.importorskip("flax")
 pytest.importorskip("optax")
@@ -39,7 +40,6 @@ TINY = {
     "eval": {"every_epochs": 1, "batch_size": 512},
     "run": {"ckpt_every_steps": 4, "keep_checkpoints": 3, "log_every_steps": 1},
 }
-TIMING = {"imgs_per_s", "data_time", "step_time", "wall_time", "train_time", "data_time_fraction"}
 STEPS = 2 * (1438 // 128)
 
 
@@ -165,6 +165,7 @@ def test_smoke_run_on_two_simulated_devices(runs):
         for key in ("loss", "prediction", "sigreg", "lr", "probe_loss", "imgs_per_s"):
             assert isinstance(r[key], float), key
         assert 0 < r["data_time"] < r["step_time"]
+        assert 0 < r["loss_share"] < 1  # timed apart: the step cannot be split
     assert train[-1]["loss"] < train[0]["loss"]
     assert evals[-1]["knn_acc"] > 0.5  # 10 classes: chance is 0.1
     summary = records[-1]

@@ -119,6 +119,7 @@ def test_two_process_smoke_run(reference):
         ):
             assert isinstance(r[key], float), key
         assert 0 < r["data_time"] < r["step_time"]
+        assert 0 < r["loss_share"] < 1  # the loss's forward + backward within the step
     assert train[-1]["loss"] < train[0]["loss"]
     for r in evals:
         assert 0.0 <= r["probe_acc"] <= 1.0 and 0.0 <= r["knn_acc"] <= 1.0

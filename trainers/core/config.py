@@ -250,6 +250,12 @@ class LossConfig:
         "prediction term: 'center' (Eq. 6-7) or 'pairwise' (Eq. 5)",
         choices=("center", "pairwise"),
     )
+    engine: str = _opt(
+        "auto",
+        "SIGReg evaluation strategy: 'auto' (few_kernels on GPU, cache_fused on CPU), "
+        "'cache_fused', 'few_kernels', or 'compiled' (torch.compile; torch trainer only)",
+        choices=("auto", "cache_fused", "few_kernels", "compiled"),
+    )
 
 
 @dataclass

@@ -107,10 +107,12 @@ def step_stats(
     lr: float,
     data_time: float,
     started: float,
+    loss_time: float | None = None,
 ) -> dict[str, Any]:
     """The measurements :meth:`RunLoop._train_step` returns: the step's LeJEPA loss, its
-    prediction and SIGReg terms, the probe loss, the learning rate, the data time and
-    ``step_time`` counted from the ``time.perf_counter()`` value ``started``."""
+    prediction and SIGReg terms, the probe loss, the learning rate, the data time,
+    ``step_time`` counted from the ``time.perf_counter()`` value ``started`` and
+    ``loss_time``, the seconds in the LeJEPA loss (``None`` on steps that are not logged)."""
     return {
         "loss": loss,
         "prediction": prediction,
@@ -119,6 +121,7 @@ def step_stats(
         "lr": lr,
         "data_time": data_time,
         "step_time": time.perf_counter() - started,
+        "loss_time": loss_time,
     }
 
 
@@ -323,6 +326,42 @@ def _format(record: Mapping[str, Any]) -> str:
     )
 
 
+class LossClock:
+    """Seconds spent in the loss, measured between device synchronisations.
+
+    A trainer creates one only for a step that is logged (:meth:`RunLoop._logs_next_step`),
+    so the synchronisations cost nothing on the other steps. ``with clock:`` times a block;
+    :meth:`start`/:meth:`stop` time a span that ends elsewhere (e.g. in an autograd hook).
+
+    Parameters
+    ----------
+    sync : callable
+        Waits for the device's queued work (a no-op on the CPU).
+    """
+
+    def __init__(self, sync: Callable[[], None]) -> None:
+        self.sync = sync
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def start(self) -> None:
+        """Synchronise and start timing."""
+        self.sync()
+        self._start = time.perf_counter()
+
+    def stop(self) -> None:
+        """Synchronise and add the time since :meth:`start`."""
+        self.sync()
+        self.seconds += time.perf_counter() - self._start
+
+    def __enter__(self) -> LossClock:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
 class RunLoop(ABC):
     """Epoch/step bookkeeping of a training run and the loop that drives it.
 
@@ -388,7 +427,9 @@ class RunLoop(ABC):
     def _train_step(self, indices: np.ndarray) -> dict[str, Any]:
         """One optimiser step on this rank's batch ``indices``; advances ``self.step``.
 
-        Returns the step's :func:`step_stats`; raises :class:`NonFiniteLoss` (see
+        Returns the step's :func:`step_stats` and, when :meth:`_logs_next_step` was true,
+        the seconds spent in the LeJEPA loss's forward and backward as ``loss_time`` (logged
+        as ``loss_share`` of the step time); raises :class:`NonFiniteLoss` (see
         :meth:`_nonfinite`).
         """
 
@@ -554,6 +595,11 @@ class RunLoop(ABC):
             file=sys.stderr,
         )
 
+    def _logs_next_step(self) -> bool:
+        """Whether the coming step is logged (then a trainer measures its loss time)."""
+        every = self.cfg.run.log_every_steps
+        return (self.step + 1) % every == 0 or self.batch_in_epoch + 1 == self.steps_per_epoch
+
     def _train_record(self, stats: Mapping[str, Any], window: list[dict[str, Any]]):
         step_time = sum(s["step_time"] for s in window)
         record = {
@@ -567,6 +613,8 @@ class RunLoop(ABC):
         }
         if self.has_probe:
             record["probe_loss"] = stats["probe_loss"]
+        if stats.get("loss_time") is not None:  # measured on this (logged) step only
+            record["loss_share"] = stats["loss_time"] / stats["step_time"]
         return record
 
     def fit(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ MLP's hand-written backward pass.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -81,6 +82,7 @@ def loss_and_grads(
     n_global: int,
     global_batch: int,
     collective: Any = None,
+    clock: Any = None,
     **loss_options: Any,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """LeJEPA loss and probe loss of one batch of views, and the parameter gradients.
@@ -104,9 +106,11 @@ def loss_and_grads(
         Makes the LeJEPA loss that of the global batch. The returned gradients and
         ``probe_loss`` are this rank's *contributions*: their sum over the ranks is the
         global one.
+    clock : trainers.core.loop.LossClock, optional
+        Times the LeJEPA loss's value and pullback.
     **loss_options
-        ``lamb``, ``num_slices``, ``seed``, ``step``, ``prediction`` or ``directions`` of
-        :func:`sigreg.lejepa_loss_vjp`.
+        ``lamb``, ``num_slices``, ``seed``, ``step``, ``prediction``, ``directions`` or
+        ``engine`` of :func:`sigreg.lejepa_loss_vjp`.
 
     Returns
     -------
@@ -121,10 +125,11 @@ def loss_and_grads(
     flat, tape_p = forward(xp, net.projector, params, features)
     z = xp.reshape(flat, (n_views, n, flat.shape[-1]))
     local = z[n_global:, ...] if n_views > n_global else None
-    lejepa, pullback = sigreg.lejepa_loss_vjp(
-        z[:n_global, ...], local, collective=collective, **loss_options
-    )
-    grad_g, grad_l = pullback(1.0)
+    with clock or contextlib.nullcontext():
+        lejepa, pullback = sigreg.lejepa_loss_vjp(
+            z[:n_global, ...], local, collective=collective, **loss_options
+        )
+        grad_g, grad_l = pullback(1.0)
     grad_z = grad_g if grad_l is None else xp.concat([grad_g, grad_l], axis=0)
     grad_features, grads = backward(
         xp, net.projector, params, tape_p, xp.reshape(grad_z, flat.shape)

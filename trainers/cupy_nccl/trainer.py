@@ -48,6 +48,7 @@ from trainers.core.checkpoints import CheckpointFormat, data_fingerprint
 from trainers.core.config import TrainConfig
 from trainers.core.launch import DistEnv
 from trainers.core.loop import (
+    LossClock,
     RunLoop,
     derive_seed,
     parse_trainer_args,
@@ -129,7 +130,7 @@ def initial_params(
 
 
 def _check_options(cfg: TrainConfig) -> None:
-    """Raise ``ValueError`` for a backbone or precision this trainer lacks."""
+    """Raise ``ValueError`` for a backbone, precision or loss engine this trainer lacks."""
     if cfg.model.backbone != "mlp":
         raise ValueError(
             f"model.backbone must be 'mlp' for trainers.cupy_nccl, got "
@@ -140,6 +141,8 @@ def _check_options(cfg: TrainConfig) -> None:
             f"run.precision must be 'auto', 'fp32' or 'fp64' for trainers.cupy_nccl, got "
             f"{cfg.run.precision!r}"
         )
+    if cfg.loss.engine == "compiled":
+        raise ValueError("loss.engine='compiled' is torch.compile: trainers.torch_ddp only")
 
 
 class Trainer(RunLoop):
@@ -318,6 +321,7 @@ class Trainer(RunLoop):
         self._sync()
         data_time = time.perf_counter() - start
         labels = None if self.train_labels is None else self._take(self.train_labels, indices)
+        clock = LossClock(self._sync) if self._logs_next_step() else None
         parts, grads = loss_and_grads(
             xp,
             self.net,
@@ -332,6 +336,8 @@ class Trainer(RunLoop):
             seed=cfg.run.seed,
             step=self.step,
             prediction=cfg.loss.prediction,
+            engine=cfg.loss.engine,
+            clock=clock,
         )
         probe = xp.reshape(parts["probe_loss"], (1,))
         if self._inject_nan():
@@ -356,7 +362,8 @@ class Trainer(RunLoop):
         self.step += 1
         self._sync()
         losses = (loss, prediction, sigreg_value, probe_loss)
-        return step_stats(*losses, lr=lr, data_time=data_time, started=start)
+        loss_time = None if clock is None else clock.seconds
+        return step_stats(*losses, lr=lr, data_time=data_time, started=start, loss_time=loss_time)
 
     # ---------------------------------------------------------------- evaluation
     def features(self, flat: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -119,8 +119,13 @@ class Trainer(RunLoop):
                 f"run.precision {cfg.run.precision!r} is not supported by the JAX trainer "
                 "(use 'auto' or 'fp32')"
             )
+        if cfg.loss.engine == "compiled":
+            raise ValueError("loss.engine='compiled' is torch.compile: trainers.torch_ddp only")
         o = cfg.optim
         per_worker_batch(o.batch_size, parallel.num_devices, o.accum_steps, "devices")
+        per_device = o.batch_size // (parallel.num_devices * o.accum_steps)
+        self._loss_shapes = (per_device, cfg.model.projector_dims[-1])
+        self._loss_probe: Any = None
         self.rank, self.world_size = jax.process_index(), parallel.num_devices
         self.is_main = self.rank == 0
         self._load_data()
@@ -231,6 +236,7 @@ class Trainer(RunLoop):
             step=step * cfg.optim.accum_steps + micro,
             prediction=cfg.loss.prediction,
             collective=JaxAxisCollective(axis),
+            engine=cfg.loss.engine,
         )
         probe = jnp.zeros((), parts.loss.dtype)
         if out.probe_logits is not None:
@@ -289,6 +295,7 @@ class Trainer(RunLoop):
     # ---------------------------------------------------------------- training
     def _train_step(self, indices: np.ndarray) -> dict[str, Any]:
         cfg, par = self.cfg, self.parallel
+        measure = self._logs_next_step()  # then the loss is timed after the step
         start = time.perf_counter()
         idx = par.split(indices.astype(np.int32))
         step = par.scalar(self.step, np.int32)
@@ -315,7 +322,37 @@ class Trainer(RunLoop):
             raise self._nonfinite()
         self.state = new_state
         self.step += 1
-        return step_stats(*losses, lr=lr, data_time=data_time, started=start)
+        loss_time = self._loss_time() if measure else None
+        return step_stats(*losses, lr=lr, data_time=data_time, started=start, loss_time=loss_time)
+
+    def _loss_time(self) -> float:
+        """Seconds of the LeJEPA loss's value and gradient in one step, on one device.
+
+        A compiled step cannot be split, so the loss alone is compiled once (on the first
+        logged step) and timed on the embedding shapes of a micro-batch, times the
+        micro-batches. Values do not change its cost; random embeddings stand in.
+        """
+        cfg = self.cfg
+        n, dim = self._loss_shapes
+        if self._loss_probe is None:
+            opts = dict(
+                lamb=cfg.loss.lamb,
+                num_slices=cfg.loss.num_slices,
+                prediction=cfg.loss.prediction,
+                engine=cfg.loss.engine,
+            )
+            key = jax.random.key(0)
+            g = jax.random.normal(key, (cfg.views.n_global, n, dim), self.dtype)
+            loc = None
+            if cfg.views.n_local:
+                loc = jax.random.normal(key, (cfg.views.n_local, n, dim), self.dtype)
+            grad = jax.jit(jax.grad(lambda g, loc, s: lejepa_loss(g, loc, step=s, **opts).loss))
+            jax.block_until_ready(grad(g, loc, 0))  # compile outside the measurement
+            self._loss_probe = (grad, g, loc)
+        grad, g, loc = self._loss_probe
+        start = time.perf_counter()
+        jax.block_until_ready(grad(g, loc, self.step))
+        return (time.perf_counter() - start) * cfg.optim.accum_steps
 
     # -------------------------------------------------------------- evaluation
     def _variables(self) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from trainers.core.checkpoints import data_fingerprint
 from trainers.core.config import TrainConfig
 from trainers.core.datasets import load_configured
 from trainers.core.loop import (
+    LossClock,
     RunLoop,
     derive_seed,
     parse_trainer_args,
@@ -65,6 +66,21 @@ from trainers.torch_ddp.views import MultiCrop
 __all__ = ["Trainer", "main"]
 
 T = TypeVar("T")
+
+
+def _time_loss_backward(clock: LossClock, *embeddings: torch.Tensor | None) -> None:
+    """Start ``clock`` now; stop it when the gradients of all ``embeddings`` exist (hooks)."""
+    tensors = [t for t in embeddings if t is not None and t.requires_grad]
+    pending = [len(tensors)]
+
+    def arrived(grad: torch.Tensor) -> None:
+        pending[0] -= 1
+        if pending[0] == 0:
+            clock.stop()
+
+    for t in tensors:
+        t.register_hook(arrived)
+    clock.start()
 
 
 class Trainer(RunLoop):
@@ -150,6 +166,7 @@ class Trainer(RunLoop):
             cfg.run.seed,
             cfg.loss.prediction,
             TorchDistributedCollective() if env.distributed else None,
+            engine=cfg.loss.engine,
         ).to(dev)
         self.optimizer = torch.optim.AdamW(param_groups(self.net, o.weight_decay), lr=o.lr)
         warmup = round(o.warmup_epochs * self.steps_per_epoch)
@@ -223,16 +240,24 @@ class Trainer(RunLoop):
         return index, global_views, local_views
 
     def _forward_backward(
-        self, index: torch.Tensor, global_views: Any, local_views: Any, *, last: bool
+        self,
+        index: torch.Tensor,
+        global_views: Any,
+        local_views: Any,
+        *,
+        last: bool,
+        clock: LossClock | None,
     ) -> torch.Tensor:
         """Loss and backward pass of one micro-batch (gradients synchronised on the ``last``
-        one); returns its (total, loss, prediction, sigreg, probe) losses."""
+        one; the LeJEPA loss's forward and backward timed by ``clock`` unless it is None);
+        returns its (total, loss, prediction, sigreg, probe) losses."""
         cfg, env = self.cfg, self.env
         no_sync = self.model.no_sync() if env.distributed and not last else contextlib.nullcontext()
         with no_sync:
             with self._autocast():
                 out = self.model(global_views, local_views)
-                parts = self.loss_fn(out.global_embeddings, out.local_embeddings)
+                with clock or contextlib.nullcontext():
+                    parts = self.loss_fn(out.global_embeddings, out.local_embeddings)
                 probe_loss = torch.zeros((), device=env.device)
                 if out.probe_logits is not None:
                     labels = self.train_labels[index].repeat(cfg.views.n_global)
@@ -240,6 +265,8 @@ class Trainer(RunLoop):
             total = parts.loss.float() + probe_loss
             if self._inject_nan():
                 total = total + float("nan")
+            if clock is not None:  # the loss's backward ends when the embeddings' grads do
+                _time_loss_backward(clock, out.global_embeddings, out.local_embeddings)
             self.scaler.scale(total / cfg.optim.accum_steps).backward()
         losses = [total.detach(), *(p.detach().float() for p in parts), probe_loss.detach()]
         return torch.stack(losses)
@@ -251,12 +278,16 @@ class Trainer(RunLoop):
         start = time.perf_counter()
         data_time = 0.0
         totals = torch.zeros(5, device=self.env.device)  # total, loss, prediction, sigreg, probe
+        clock = LossClock(self._sync) if self._logs_next_step() else None
         for micro, chunk in enumerate(np.split(indices, accum)):
             t0 = time.perf_counter()
             index, global_views, local_views = self._views(chunk, micro)
             data_time += time.perf_counter() - t0
             last = micro == accum - 1
-            totals += self._forward_backward(index, global_views, local_views, last=last) / accum
+            totals += (
+                self._forward_backward(index, global_views, local_views, last=last, clock=clock)
+                / accum
+            )
         if any_rank(not bool(torch.isfinite(totals[0])), self.env):
             raise self._nonfinite()
         lr = self.scheduler.get_last_lr()[0]
@@ -270,7 +301,8 @@ class Trainer(RunLoop):
         self.step += 1
         self._sync()
         losses = totals.tolist()[1:]  # loss, prediction, sigreg, probe
-        return step_stats(*losses, lr=lr, data_time=data_time, started=start)
+        loss_time = None if clock is None else clock.seconds
+        return step_stats(*losses, lr=lr, data_time=data_time, started=start, loss_time=loss_time)
 
     # ---------------------------------------------------------------- evaluation
     def _features(self, images: torch.Tensor, head: str) -> torch.Tensor:
