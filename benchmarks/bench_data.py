@@ -1,0 +1,181 @@
+"""Throughput and memory of the streamed input pipeline (``trainers.core.stream``).
+
+Generates ``--images`` (default 20 000) small JPEGs (``--source`` px, 10 class folders) in a
+temporary folder (deleted afterwards; nothing is committed), then measures
+
+* decoded images/s with the decoding in the calling process (``workers=0``, the reference)
+  and with 1 .. ``--max-workers`` worker processes: total and per worker, and the ratio to
+  the reference. Each figure streams ``--measure`` images after one warm-up batch (which
+  pays the worker start-up, reported separately), best of ``--reps``. On a shared machine
+  wall-clock rates mostly measure the other load, so two CPU-time figures follow: images
+  decoded per CPU second of a decoding process (what one worker does with a core of its
+  own) and the CPU the main (training) process spends per 1000 images besides decoding
+  (receiving batches);
+* peak resident memory (``ru_maxrss``) of a fresh process streaming one whole epoch of the
+  first ``--small`` images and of all of them: the main process and the largest worker.
+  It must not grow with the number of images (the decoded images live only in the
+  prefetch queues); the last column says what the in-memory float32 path would hold.
+
+Usage::
+
+    python benchmarks/bench_data.py                 # 20 000 images, 1..2 workers
+    python benchmarks/bench_data.py --images 4000 --max-workers 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from trainers.core.stream import StreamLoader, TrainPlan, index_folder  # noqa: E402
+from trainers.core.stream.pool import WorkerPool  # noqa: E402
+
+BATCH = 64
+
+
+def make_jpegs(root: str, count: int, side: int) -> None:
+    """``count`` smooth random JPEGs of ``side`` x ``side * 3 // 4`` px in 10 class folders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    height = side * 3 // 4
+    ramp = np.linspace(0.0, 1.0, side)[None, :, None] * np.linspace(0.5, 1.0, height)[:, None, None]
+    for c in range(10):
+        os.makedirs(os.path.join(root, f"class{c}"), exist_ok=True)
+    for i in range(count):
+        colour = rng.uniform(0, 255, 3)
+        noise = rng.normal(0, 12, (height, side, 3))
+        pixels = np.clip(ramp * colour + noise, 0, 255).astype(np.uint8)
+        path = os.path.join(root, f"class{i % 10}", f"{i:06d}.jpg")
+        Image.fromarray(pixels).save(path, quality=90)
+
+
+def loader_for(root: str, count: int, workers: int, size: int) -> StreamLoader:
+    index = index_folder(root)
+    index = index.subset(np.arange(min(count, len(index))))
+    plan = TrainPlan(len(index), BATCH, rank=0, world_size=1, seed=0)
+    return StreamLoader(index, plan, image_size=size, workers=workers, prefetch=2)
+
+
+class TimedMake:
+    """A loader's batch maker that also returns the CPU seconds it spent (in its process)."""
+
+    def __init__(self, make) -> None:
+        self.make = make
+
+    def __call__(self, k: int):
+        began = time.process_time()
+        batch = self.make(k)
+        return batch, time.process_time() - began
+
+
+def throughput(root: str, workers: int, size: int, measure: int) -> dict[str, float]:
+    """Images/s (wall), images per CPU second of a decoding process, main-process CPU
+    milliseconds per 1000 images, and seconds to the first batch (start-up)."""
+    loader = loader_for(root, 10**9, workers, size)
+    make = TimedMake(loader._make)
+    batches = measure // BATCH
+    began = time.perf_counter()
+    if workers:
+        items = WorkerPool(make, 0, batches + 1, workers=workers, prefetch=loader.prefetch)
+    else:
+        items = map(make, range(batches + 1))
+    next(items)
+    first = time.perf_counter() - began
+    began, main_cpu = time.perf_counter(), time.process_time()
+    decode_cpu = sum(cpu for _, cpu in items)
+    elapsed, main_cpu = time.perf_counter() - began, time.process_time() - main_cpu
+    images = batches * BATCH
+    return {
+        "rate": images / elapsed,
+        "cpu_rate": images / decode_cpu,
+        "main_ms": 1000 * (main_cpu - (0 if workers else decode_cpu)) / images * 1000,
+        "first": first,
+    }
+
+
+def child_rss(root: str, count: int, workers: int, size: int) -> None:
+    """Stream one epoch of ``count`` images; print peak RSS (MiB) of self and of a worker."""
+    loader = loader_for(root, count, workers, size)
+    with loader.batches(0, loader.plan.batches_per_epoch) as it:
+        for _ in it:
+            pass
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"main": own, "worker": worker}))
+
+
+def peak_rss(root: str, count: int, workers: int, size: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", root, str(count), str(workers), str(size)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20_000)
+    parser.add_argument("--small", type=int, default=2_000)
+    parser.add_argument("--source", type=int, default=96, help="JPEG width in px")
+    parser.add_argument("--size", type=int, default=32, help="decoded side in px")
+    parser.add_argument("--max-workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--measure", type=int, default=4096, help="images per measurement")
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        root, count, workers, size = args.child
+        child_rss(root, int(count), int(workers), int(size))
+        return
+    with tempfile.TemporaryDirectory(prefix="bench_data_") as root:
+        began = time.perf_counter()
+        make_jpegs(root, args.images, args.source)
+        print(
+            f"{args.images} JPEGs of {args.source}x{args.source * 3 // 4} px written in "
+            f"{time.perf_counter() - began:.1f} s; decoded to {args.size}x{args.size} RGB; "
+            f"batches of {BATCH}; load average {os.getloadavg()[0]:.1f}\n"
+        )
+        print(
+            "| workers | images/s | images/s per worker | vs in-process | images per CPU-s "
+            "of a decoder | main CPU ms per 1000 images | first batch (s) |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        reference = None
+        for workers in range(0, args.max_workers + 1):
+            runs = [throughput(root, workers, args.size, args.measure) for _ in range(args.reps)]
+            best = {key: max(r[key] for r in runs) for key in ("rate", "cpu_rate")}
+            best.update({key: min(r[key] for r in runs) for key in ("main_ms", "first")})
+            reference = reference or best["rate"]
+            label = "0 (in-process)" if workers == 0 else str(workers)
+            print(
+                f"| {label} | {best['rate']:.0f} | {best['rate'] / max(workers, 1):.0f} | "
+                f"{best['rate'] / reference:.2f}x | {best['cpu_rate']:.0f} | "
+                f"{best['main_ms']:.0f} | {best['first']:.2f} |"
+            )
+        workers = args.max_workers
+        print(f"\nPeak RSS streaming one epoch, {workers} worker(s), fresh process each:\n")
+        print("| images | main (MiB) | largest worker (MiB) | in-memory float32 images (MiB) |")
+        print("|---|---|---|---|")
+        for count in (args.small, args.images):
+            rss = peak_rss(root, count, workers, args.size)
+            held = count * 3 * args.size**2 * 4 / 2**20
+            print(f"| {count} | {rss['main']:.0f} | {rss['worker']:.0f} | {held:.0f} |")
+        print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
