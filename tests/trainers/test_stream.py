@@ -27,12 +27,15 @@ from trainers.core.stream import (  # noqa: E402
     BadImageWarning,
     EvalPlan,
     SampleReader,
+    StreamedDataset,
     StreamLoader,
+    StreamSampler,
     TrainPlan,
     expand_braces,
     index_folder,
     index_shards,
     index_source,
+    probe_channels,
     train_test_indices,
 )
 from trainers.sampler import EpochSampler  # noqa: E402
@@ -415,3 +418,43 @@ def test_memory_does_not_grow_with_the_number_of_images(tmp_path):
     large = traced_peak(tmp_path / "large", 400)
     all_decoded = 400 * 3 * 32 * 32  # what holding the dataset would take
     assert large - small < 0.1 * all_decoded, (small, large)
+
+
+# ---------------------------------------------------------------- run-loop adapters
+def test_streamed_dataset_probes_channels_and_estimates_stats(tmp_path):
+    make_folder(tmp_path / "rgb", {"a": 6, "b": 6})
+    os.makedirs(tmp_path / "grey")
+    for i in range(5):
+        Image.fromarray(np.full((6, 6), 40 * i, np.uint8)).save(tmp_path / "grey" / f"{i}.png")
+    rgb = index_source(f"imagefolder:{tmp_path / 'rgb'}")
+    grey = index_source(f"imagefolder:{tmp_path / 'grey'}")
+    assert probe_channels(rgb) == 3 and probe_channels(grey) == 1
+    data = StreamedDataset.build(grey, grey, image_size=4, seed=0, stats_samples=100)
+    values = np.arange(5) * 40 / 255.0
+    np.testing.assert_allclose(data.mean, [values.mean()], rtol=1e-6)
+    np.testing.assert_allclose(data.std, [values.std()], rtol=1e-6)
+    assert data.channels == 1 and not data.labelled and data.num_classes == 0
+    labelled = StreamedDataset.build(rgb, rgb.subset(np.arange(3)), image_size=4, seed=0)
+    assert labelled.labelled and labelled.num_classes == 2 and len(labelled.test_labels) == 3
+    assert labelled.channel_stats()[0].shape == (3,)
+
+
+def test_stream_sampler_runs_through_epochs_and_resumes_mid_epoch(tmp_path):
+    make_folder(tmp_path, {"a": 7, "b": 6})
+    index = index_source(f"imagefolder:{tmp_path}")
+    data = StreamedDataset.build(index, index, image_size=4, seed=0)
+
+    def sampler() -> StreamSampler:
+        plan = TrainPlan(len(index), 2, rank=0, world_size=2, seed=1)
+        return StreamSampler(data.loader(plan, workers=0, prefetch=1, bad_files="skip"), 3)
+
+    whole = sampler()
+    assert whole.batches_per_epoch == 3
+    seen = [b for epoch in range(3) for b in whole.batches(epoch)]
+    assert [b.number for b in seen] == list(range(9))
+    resumed = sampler()
+    tail = list(resumed.batches(1, 2)) + list(resumed.batches(2))
+    for a, b in zip(seen[5:], tail, strict=True):
+        np.testing.assert_array_equal(a.images, b.images)
+    whole.close()
+    resumed.close()

@@ -45,6 +45,7 @@ from trainers.core.stream.sources import (
     is_streamed,
     train_test_indices,
 )
+from trainers.core.stream.training import StreamedDataset, StreamSampler, probe_channels
 
 __all__ = [
     "BadImageError",
@@ -56,6 +57,8 @@ __all__ = [
     "SampleIndex",
     "SampleReader",
     "StreamLoader",
+    "StreamSampler",
+    "StreamedDataset",
     "TrainPlan",
     "decode_image",
     "default_workers",
@@ -64,5 +67,6 @@ __all__ = [
     "index_shards",
     "index_source",
     "is_streamed",
+    "probe_channels",
     "train_test_indices",
 ]

@@ -1,0 +1,203 @@
+"""A streamed source prepared for a training run: the pieces a trainer reads.
+
+:class:`StreamedDataset` stands where :class:`trainers.datasets.ImageDataset` stands for the
+in-memory sources: labels of both splits, ``num_classes``, ``channels``, ``labelled`` and
+``channel_stats()`` (estimated on a seeded sample of the training images, since the whole
+set is never decoded at once); its :meth:`~StreamedDataset.loader` makes the batch loaders.
+:class:`StreamSampler` gives a run loop the interface of
+:class:`trainers.sampler.EpochSampler` (``batches_per_epoch``, ``batches(epoch, start)``)
+but yields decoded :class:`~trainers.core.stream.loader.Batch` es, from one pool of workers
+that runs through epoch boundaries.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from trainers.core.stream.decode import BadImageError, SampleReader
+from trainers.core.stream.index import SampleIndex
+from trainers.core.stream.loader import Batch, BatchIterator, StreamLoader
+from trainers.core.stream.plan import EvalPlan, TrainPlan
+
+__all__ = ["StreamSampler", "StreamedDataset", "probe_channels"]
+
+_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
+
+
+def probe_channels(index: SampleIndex, samples: int = 32) -> int:
+    """1 if the first ``samples`` readable images of ``index`` are all greyscale, else 3.
+
+    Only image headers are read. A later colour image of a greyscale-looking set is
+    converted to grey, so a mixed collection should have colour images among its first
+    files (sorted names).
+    """
+    from PIL import Image
+
+    reader = SampleReader(index)
+    modes = set()
+    try:
+        for i in range(min(samples, len(index))):
+            try:
+                with Image.open(io.BytesIO(reader.read(i))) as img:
+                    modes.add(img.mode)
+            except (BadImageError, OSError):
+                continue
+    finally:
+        reader.close()
+    return 1 if modes and modes <= _GREY_MODES else 3
+
+
+@dataclass(frozen=True)
+class StreamedDataset:
+    """Train and test indices of a streamed source, with what a trainer needs to know.
+
+    Attributes
+    ----------
+    train, test : SampleIndex
+        The two splits.
+    image_size : int
+        Side every image is decoded to.
+    channels : int
+        1 (greyscale) or 3 (RGB).
+    mean, std : numpy.ndarray
+        ``float32`` per-channel statistics in ``[0, 1]`` units (of a sample of ``train``).
+    """
+
+    train: SampleIndex
+    test: SampleIndex
+    image_size: int
+    channels: int
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def build(
+        cls,
+        train: SampleIndex,
+        test: SampleIndex,
+        *,
+        image_size: int,
+        seed: int,
+        stats_samples: int = 512,
+    ) -> StreamedDataset:
+        """Probe the channels and estimate the statistics on ``stats_samples`` training
+        images drawn with ``seed`` (decoded in this process)."""
+        channels = probe_channels(train)
+        pick = np.random.default_rng(seed).permutation(len(train))[:stats_samples]
+        plan = EvalPlan(len(pick), 64, rank=0, world_size=1)
+        loader = StreamLoader(
+            train.subset(np.sort(pick)), plan, image_size=image_size, channels=channels, workers=0
+        )
+        total = np.zeros(channels)
+        square = np.zeros(channels)
+        count = 0
+        with loader.batches() as batches:
+            for batch in batches:
+                x = batch.images[batch.indices >= 0].astype(np.float64) / 255.0
+                total += x.sum(axis=(0, 2, 3))
+                square += (x**2).sum(axis=(0, 2, 3))
+                count += x.shape[0] * x.shape[2] * x.shape[3]
+        mean = total / count
+        std = np.sqrt(np.maximum(square / count - mean**2, 0.0))
+        return cls(
+            train,
+            test,
+            image_size,
+            channels,
+            mean.astype(np.float32),
+            np.maximum(std, 1e-6).astype(np.float32),
+        )
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (0 when unlabelled)."""
+        return self.train.num_classes
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the training split has labels."""
+        return self.train.labels is not None
+
+    @property
+    def train_labels(self) -> np.ndarray | None:
+        """``int64`` labels of the training split, or ``None``."""
+        return self.train.labels
+
+    @property
+    def test_labels(self) -> np.ndarray | None:
+        """``int64`` labels of the test split, or ``None``."""
+        return self.test.labels
+
+    def channel_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and standard deviation (``float32``, estimated)."""
+        return self.mean, self.std
+
+    def loader(
+        self,
+        plan: TrainPlan | EvalPlan,
+        *,
+        split: str = "train",
+        workers: int | None,
+        prefetch: int,
+        bad_files: str,
+    ) -> StreamLoader:
+        """A :class:`StreamLoader` of ``split`` (``"train"`` or ``"test"``) following ``plan``."""
+        index = self.train if split == "train" else self.test
+        return StreamLoader(
+            index,
+            plan,
+            image_size=self.image_size,
+            channels=self.channels,
+            workers=workers,
+            prefetch=prefetch,
+            bad_files=bad_files,
+        )
+
+
+class StreamSampler:
+    """A run loop's sampler over streamed batches (the interface of ``EpochSampler``).
+
+    Parameters
+    ----------
+    loader : StreamLoader
+        Its plan must be a :class:`TrainPlan`.
+    epochs : int
+        Epochs of the run: the workers prepare batches up to its end.
+    """
+
+    def __init__(self, loader: StreamLoader, epochs: int) -> None:
+        if not isinstance(loader.plan, TrainPlan):
+            raise TypeError("StreamSampler needs a loader with a TrainPlan")
+        self.loader, self.plan = loader, loader.plan
+        self.stop = epochs * self.batches_per_epoch
+        self._batches: BatchIterator | None = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Steps in every epoch."""
+        return self.plan.batches_per_epoch
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """This rank's batches of epoch ``epoch``, from batch ``start`` of it."""
+        first = epoch * self.batches_per_epoch + start
+        if self._batches is None or self._batches.next_batch != first:
+            self.close()
+            end = max(self.stop, (epoch + 1) * self.batches_per_epoch)
+            self._batches = self.loader.batches(first, end)
+        for _ in range(self.batches_per_epoch - start):
+            yield next(self._batches)
+
+    @property
+    def skipped(self) -> int:
+        """Bad files skipped by the current iterator."""
+        return 0 if self._batches is None else self._batches.skipped
+
+    def close(self) -> None:
+        """Stop the workers."""
+        if self._batches is not None:
+            self._batches.close()
+            self._batches = None
