@@ -11,8 +11,8 @@ being dropped (data epochs then straddle batch boundaries). When ``G`` divides `
 batches are exactly :class:`~trainers.sampler.EpochSampler`'s.
 
 :class:`EvalPlan` (evaluation, feature extraction): every sample once, in index order; rank
-``r`` reads the contiguous share ``[r N // W, (r + 1) N // W)`` in batches of
-``batch_size``, the last one shorter (shares differ by at most one sample).
+``r`` reads a contiguous share (the first ``N mod W`` ranks one sample more, as
+:func:`trainers.distributed.shard`) in batches of ``batch_size``, the last one shorter.
 
 A batch depends only on its number and these few integers, so the position of an iterator
 is one integer and any worker process can compute any batch.
@@ -126,8 +126,9 @@ class EvalPlan:
         _check_rank(rank, world_size, batch_size)
         self.num_samples, self.batch_size = num_samples, batch_size
         self.rank, self.world_size = rank, world_size
-        self.start = rank * num_samples // world_size
-        self.stop = (rank + 1) * num_samples // world_size
+        base, extra = divmod(num_samples, world_size)
+        self.start = rank * base + min(rank, extra)
+        self.stop = self.start + base + (rank < extra)
 
     @property
     def num_batches(self) -> int:
