@@ -9,8 +9,8 @@ temporary folder (deleted afterwards; nothing is committed), then measures
   pays the worker start-up, reported separately), best of ``--reps``. On a shared machine
   wall-clock rates mostly measure the other load, so two CPU-time figures follow: images
   decoded per CPU second of a decoding process (what one worker does with a core of its
-  own) and the CPU the main (training) process spends per 1000 images besides decoding
-  (receiving batches);
+  own; the workers' CPU time less that of their start-up) and the CPU the main (training)
+  process spends per 1000 images besides decoding (receiving batches);
 * peak resident memory (``ru_maxrss``) of a fresh process streaming one whole epoch of the
   first ``--small`` images and of all of them: the main process and the largest worker.
   It must not grow with the number of images (the decoded images live only in the
@@ -39,7 +39,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from trainers.core.stream import StreamLoader, TrainPlan, index_folder  # noqa: E402
-from trainers.core.stream.pool import WorkerPool  # noqa: E402
 
 BATCH = 64
 
@@ -68,40 +67,53 @@ def loader_for(root: str, count: int, workers: int, size: int) -> StreamLoader:
     return StreamLoader(index, plan, image_size=size, workers=workers, prefetch=2)
 
 
-class TimedMake:
-    """A loader's batch maker that also returns the CPU seconds it spent (in its process)."""
+def cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
-    def __init__(self, make) -> None:
-        self.make = make
 
-    def __call__(self, k: int):
-        began = time.process_time()
-        batch = self.make(k)
-        return batch, time.process_time() - began
+def stream(root: str, workers: int, size: int, batches: int) -> dict[str, float]:
+    """Stream ``batches`` batches after a warm-up batch: wall and CPU seconds (of this
+    process and of its reaped workers) of the whole run, the streaming part alone, and the
+    seconds to the first batch."""
+    loader = loader_for(root, 10**9, workers, size)
+    children = cpu_seconds(resource.RUSAGE_CHILDREN)
+    began = time.perf_counter()
+    with loader.batches(0, batches + 1) as it:
+        next(it)
+        first = time.perf_counter() - began
+        began, main_cpu = time.perf_counter(), cpu_seconds(resource.RUSAGE_SELF)
+        for _ in it:
+            pass
+        wall = time.perf_counter() - began
+        main_cpu = cpu_seconds(resource.RUSAGE_SELF) - main_cpu
+    return {
+        "wall": wall,
+        "main_cpu": main_cpu,
+        "worker_cpu": cpu_seconds(resource.RUSAGE_CHILDREN) - children,
+        "first": first,
+    }
 
 
 def throughput(root: str, workers: int, size: int, measure: int) -> dict[str, float]:
-    """Images/s (wall), images per CPU second of a decoding process, main-process CPU
-    milliseconds per 1000 images, and seconds to the first batch (start-up)."""
-    loader = loader_for(root, 10**9, workers, size)
-    make = TimedMake(loader._make)
+    """Images/s (wall), images per CPU second of the decoding processes, main-process CPU
+    milliseconds per 1000 images besides decoding, seconds to the first batch.
+
+    The workers' CPU for ``measure`` images is that of a run of ``measure`` images after the
+    warm-up batch minus that of a run with the warm-up batch alone (start-up included)."""
     batches = measure // BATCH
-    began = time.perf_counter()
-    if workers:
-        items = WorkerPool(make, 0, batches + 1, workers=workers, prefetch=loader.prefetch)
-    else:
-        items = map(make, range(batches + 1))
-    next(items)
-    first = time.perf_counter() - began
-    began, main_cpu = time.perf_counter(), time.process_time()
-    decode_cpu = sum(cpu for _, cpu in items)
-    elapsed, main_cpu = time.perf_counter() - began, time.process_time() - main_cpu
     images = batches * BATCH
+    run = stream(root, workers, size, batches)
+    if workers:
+        decode_cpu = run["worker_cpu"] - stream(root, workers, size, 0)["worker_cpu"]
+        main_cpu = run["main_cpu"]
+    else:
+        decode_cpu, main_cpu = run["main_cpu"], 0.0
     return {
-        "rate": images / elapsed,
+        "rate": images / run["wall"],
         "cpu_rate": images / decode_cpu,
-        "main_ms": 1000 * (main_cpu - (0 if workers else decode_cpu)) / images * 1000,
-        "first": first,
+        "main_ms": 1000 * main_cpu / images * 1000,
+        "first": run["first"],
     }
 
 

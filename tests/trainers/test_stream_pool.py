@@ -22,7 +22,7 @@ class Square:
     def __init__(self, fail_at: int = -1, slow_at: int = -1) -> None:
         self.fail_at, self.slow_at = fail_at, slow_at
 
-    def __call__(self, k: int) -> tuple[int, int]:
+    def __call__(self, k: int, slot=None) -> tuple[int, int]:
         if k == self.fail_at:
             raise ValueError(f"item {k} is bad")
         if k == self.slow_at:
@@ -42,7 +42,7 @@ def alive(pid: int) -> bool:
 
 def test_items_arrive_in_order_from_every_worker():
     pool = WorkerPool(Square(), 3, 14, workers=3, prefetch=2)
-    out = list(pool)
+    out = [item for item, slot in pool]
     assert [value for value, _ in out] == [k * k for k in range(3, 14)]
     assert len({pid for _, pid in out}) == 3 and os.getpid() not in {pid for _, pid in out}
     assert all(not p.is_alive() for p in pool._processes)
@@ -52,7 +52,7 @@ def test_an_error_in_a_worker_is_raised_at_its_turn_and_stops_the_pool():
     pool = WorkerPool(Square(fail_at=5), 0, 20, workers=2, prefetch=1)
     got = []
     with pytest.raises(ValueError, match="item 5 is bad"):
-        for value, _ in pool:
+        for (value, _), _slot in pool:
             got.append(value)
     assert got == [k * k for k in range(5)]
     assert all(not p.is_alive() for p in pool._processes)
@@ -60,7 +60,7 @@ def test_an_error_in_a_worker_is_raised_at_its_turn_and_stops_the_pool():
 
 def test_a_killed_worker_is_reported_not_waited_for():
     pool = WorkerPool(Square(slow_at=1), 0, 10, workers=2, prefetch=1)
-    assert next(pool)[0] == 0
+    assert next(pool)[0][0] == 0
     os.kill(pool._processes[1].pid, signal.SIGKILL)
     with pytest.raises(RuntimeError, match="data worker 1 exited with code -9 before item 1"):
         next(pool)

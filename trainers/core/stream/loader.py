@@ -23,6 +23,7 @@ Bad files (unreadable, truncated, not an image) follow ``bad_files``:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import warnings
@@ -79,7 +80,13 @@ class Batch:
 
 
 class _MakeBatch:
-    """Picklable batch maker run in the worker processes: batch number -> :class:`Batch`."""
+    """Picklable batch maker run in the worker processes.
+
+    ``make(k, out)`` decodes batch ``k`` into ``out`` (a ``uint8`` buffer of at least
+    :attr:`max_bytes`; ``None``: a new array) and returns ``(batch, images)``: the
+    :class:`Batch` without its images (``images`` is an empty placeholder) and the images,
+    ``None`` when they were written into ``out``.
+    """
 
     def __init__(
         self, index: SampleIndex, plan: TrainPlan | EvalPlan, size: int, channels: int, skip: bool
@@ -88,38 +95,46 @@ class _MakeBatch:
         self.skip = skip
         self._reader: SampleReader | None = None
 
+    @property
+    def max_bytes(self) -> int:
+        """Bytes of the images of the largest batch."""
+        return self.plan.batch_size * self.channels * self.size**2
+
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_reader": None}
 
-    def __call__(self, k: int) -> Batch:
+    def __call__(self, k: int, out: np.ndarray | None = None) -> tuple[Batch, np.ndarray | None]:
         if self._reader is None:
             self._reader = SampleReader(self.index)
         indices = self.plan.indices(int(k))
-        images: list[np.ndarray | None] = []
-        bad: list[str] = []
-        for i in indices:
+        shape = (len(indices), self.channels, self.size, self.size)
+        images = np.empty(shape, np.uint8) if out is None else out[: np.prod(shape)].reshape(shape)
+        good, bad = [], []
+        for j, i in enumerate(indices):
             try:
-                images.append(self._reader.image(int(i), self.size, self.channels))
+                images[j] = self._reader.image(int(i), self.size, self.channels)
+                good.append(j)
             except BadImageError as err:
                 if not self.skip:
                     raise
-                images.append(None)
                 bad.append(str(err))
-        good = [j for j, image in enumerate(images) if image is not None]
         if not good:
             raise BadImageError(
                 f"{self.index.source}: batch {k}: none of its {len(indices)} files is "
                 f"readable, e.g. {bad[0]}"
             )
-        fill = [j if images[j] is not None else good[0] for j in range(len(images))]
+        fill = np.full(len(indices), good[0])
+        fill[good] = good
+        images[fill != np.arange(len(indices))] = images[good[0]]
         labels = self.index.labels
-        return Batch(
+        batch = Batch(
             number=int(k),
-            images=np.stack([images[j] for j in fill]),
+            images=np.empty((0, *shape[1:]), np.uint8),
             labels=None if labels is None else labels[indices[fill]],
-            indices=np.where([image is not None for image in images], indices, -1),
+            indices=np.where(fill == np.arange(len(indices)), indices, -1),
             bad=tuple(bad),
         )
+        return batch, (images if out is None else None)
 
 
 class StreamLoader:
@@ -214,9 +229,27 @@ class StreamLoader:
         return int(state["next_batch"])
 
     def _items(self, start: int, stop: int) -> Iterator[Batch]:
+        """Batches ``start .. stop - 1`` with their images (copied out of the pool's slots)."""
         if self.workers == 0:
-            return map(self._make, range(start, stop))
-        return WorkerPool(self._make, start, stop, workers=self.workers, prefetch=self.prefetch)
+            for k in range(start, stop):
+                batch, images = self._make(k)
+                yield dataclasses.replace(batch, images=images)
+            return
+        pool = WorkerPool(
+            self._make,
+            start,
+            stop,
+            workers=self.workers,
+            prefetch=self.prefetch,
+            slot_bytes=self._make.max_bytes,
+        )
+        try:
+            for (batch, _), slot in pool:
+                shape = (len(batch.indices), *batch.images.shape[1:])
+                images = slot[: int(np.prod(shape))].reshape(shape).copy()
+                yield dataclasses.replace(batch, images=images)
+        finally:
+            pool.close()
 
 
 class BatchIterator:
