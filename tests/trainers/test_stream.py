@@ -279,6 +279,19 @@ def test_resume_from_state_gives_the_uninterrupted_batches(tmp_path):
     np.testing.assert_array_equal(values, np.concatenate([b.indices for b in whole]))
 
 
+def test_without_room_in_dev_shm_batches_travel_through_pipes(tmp_path, monkeypatch):
+    from trainers.core.stream import loader as loader_module
+
+    make_folder(tmp_path, 6)
+    index = index_source(f"imagefolder:{tmp_path}")
+    plan = EvalPlan(len(index), 4, rank=0, world_size=1)
+    monkeypatch.setattr(loader_module, "shared_memory_fits", lambda size: False)
+    with pytest.warns(ResourceWarning, match="enlarge /dev/shm"):
+        batches = collect(StreamLoader(index, plan, image_size=4, workers=1), 0, None)
+    values = grey_values(np.concatenate([b.images for b in batches]))
+    np.testing.assert_array_equal(values, np.arange(6))
+
+
 def test_restore_refuses_other_data_or_settings(tmp_path):
     make_folder(tmp_path / "data", 8)
     index = index_source(f"imagefolder:{tmp_path / 'data'}")

@@ -54,6 +54,15 @@ def default_workers() -> int:
     return max(1, min(16, (usable or 1) - 1))
 
 
+def shared_memory_fits(size: int) -> bool:
+    """Whether ``/dev/shm`` (where it exists) has ``size`` bytes free, with a 10 % margin."""
+    try:
+        stats = os.statvfs("/dev/shm")
+    except OSError:  # no /dev/shm (not Linux): SharedMemory uses other storage
+        return True
+    return stats.f_bavail * stats.f_frsize >= 1.1 * size
+
+
 @dataclass(frozen=True)
 class Batch:
     """One rank's batch.
@@ -235,18 +244,30 @@ class StreamLoader:
                 batch, images = self._make(k)
                 yield dataclasses.replace(batch, images=images)
             return
+        slot_bytes = self._make.max_bytes
+        need = self.workers * self.prefetch * slot_bytes
+        if not shared_memory_fits(need):
+            warnings.warn(
+                f"/dev/shm has less than the {need / 2**20:.0f} MiB the decoded batches "
+                "need; passing them through pipes instead (slower). "
+                "Lower data.workers or data.prefetch, or enlarge /dev/shm (docker --shm-size)",
+                ResourceWarning,
+                stacklevel=3,
+            )
+            slot_bytes = 0
         pool = WorkerPool(
             self._make,
             start,
             stop,
             workers=self.workers,
             prefetch=self.prefetch,
-            slot_bytes=self._make.max_bytes,
+            slot_bytes=slot_bytes,
         )
         try:
-            for (batch, _), slot in pool:
-                shape = (len(batch.indices), *batch.images.shape[1:])
-                images = slot[: int(np.prod(shape))].reshape(shape).copy()
+            for (batch, images), slot in pool:
+                if slot is not None:
+                    shape = (len(batch.indices), *batch.images.shape[1:])
+                    images = slot[: int(np.prod(shape))].reshape(shape).copy()
                 yield dataclasses.replace(batch, images=images)
         finally:
             pool.close()
