@@ -41,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import sigreg  # noqa: E402
-from trainers import rundir  # noqa: E402
+from trainers.core import rundir  # noqa: E402
 
 OBJECTIVES = (
     "epps_pulley",

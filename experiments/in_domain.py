@@ -12,8 +12,8 @@ on a seeded subset of the MNIST training split (``data.train_size``):
 
 Every method is measured by the same code on the frozen features of the evaluation view
 (``trainers.eval_linear.backbone_features``): linear-probe top-1
-(``trainers.linear_eval.linear_eval``, trained on the labels of the whole training subset),
-weighted k-NN top-1 with k = 20 (``trainers.metrics.knn_accuracy``) and few-shot linear
+(``trainers.core.probes.linear_eval``, trained on the labels of the whole training subset),
+weighted k-NN top-1 with k = 20 (``trainers.core.metrics.knn_accuracy``) and few-shot linear
 probes with 10 and 100 labels per class drawn from the subset (``few_shot_eval``, mean ± std
 over the seeds ``--shot-seeds``), all on the 10 000-image MNIST test split.
 
@@ -48,7 +48,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from experiments.lambda_sweep import train as train_lejepa  # noqa: E402
-from trainers import rundir  # noqa: E402
+from trainers.core import rundir  # noqa: E402
 
 CONFIG = "trainers/configs/digits_demo.yaml"
 # MNIST at its native 28 px: global views at full size, local views at half size
@@ -94,8 +94,8 @@ def train_supervised(run_dir: str, overrides: list[str]) -> float:
 
 def measure(features: tuple[np.ndarray, np.ndarray], data: Any, cfg: Any, seeds: list[int]):
     """Linear-probe, k-NN and few-shot top-1 of one set of frozen features."""
-    from trainers.linear_eval import few_shot_eval, linear_eval
-    from trainers.metrics import knn_accuracy
+    from trainers.core.metrics import knn_accuracy
+    from trainers.core.probes import few_shot_eval, linear_eval
 
     train, test = features
     probe = {"cs": cfg.eval.linear_cs, "folds": cfg.eval.linear_folds}
@@ -126,11 +126,11 @@ def measure_arch(out: str, arch: str, overrides: list[str], seeds: list[int]) ->
     """Every method of one architecture, measured on the same data by the same code."""
     import torch
 
-    from trainers.checkpoint import load_checkpoint
-    from trainers.config import load_config
-    from trainers.datasets import load_configured
+    from trainers.core.config import load_config
+    from trainers.core.datasets import load_configured
     from trainers.eval_linear import backbone_features
     from trainers.supervised import CHECKPOINT_NAME
+    from trainers.torch_ddp.checkpoint import load_checkpoint
 
     cfg = load_config(os.path.join(ROOT, CONFIG), overrides)
     data = load_configured(cfg.data)
@@ -152,8 +152,8 @@ def measure_arch(out: str, arch: str, overrides: list[str], seeds: list[int]) ->
 
 def measure_pixels(overrides: list[str], seeds: list[int]) -> dict[str, Any]:
     """The raw-pixel baseline (784 features of the 28x28 images)."""
-    from trainers.config import load_config
-    from trainers.datasets import load_configured
+    from trainers.core.config import load_config
+    from trainers.core.datasets import load_configured
 
     cfg = load_config(os.path.join(ROOT, CONFIG), overrides)
     data = load_configured(cfg.data)

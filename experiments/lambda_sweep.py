@@ -3,7 +3,7 @@
 Pretrains the torch trainer (``trainers.torch_ddp``) once per (λ, batch size) on a dataset
 that ships offline, then measures every run by the same code:
 
-* linear-probe top-1 of the frozen backbone (``trainers.linear_eval``), k-NN accuracy and the
+* linear-probe top-1 of the frozen backbone (``trainers.core.probes``), k-NN accuracy and the
   effective rank from the run's own evaluation;
 * the final training loss (mean over the last epoch's records) and its Spearman correlation
   with the probe accuracy across runs, raw and as ``loss / λ**α`` for α in [0, 1];
@@ -36,8 +36,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from trainers import rundir  # noqa: E402
-from trainers.metrics import covariance_spectrum, effective_rank, read_metrics  # noqa: E402
+from trainers.core import rundir  # noqa: E402
+from trainers.core.metrics import covariance_spectrum, effective_rank, read_metrics  # noqa: E402
 
 
 def _floats(text: str) -> list[float]:
@@ -82,12 +82,12 @@ def measure(run_dir: str) -> dict[str, Any]:
     """Linear probe, spectra and the final training loss of a finished run."""
     import torch
 
-    from trainers.checkpoint import load_checkpoint
-    from trainers.config import load_config
-    from trainers.datasets import load_configured
+    from trainers.core.config import load_config
+    from trainers.core.datasets import load_configured
+    from trainers.core.probes import configured_linear_eval
     from trainers.eval_linear import backbone_features
-    from trainers.linear_eval import configured_linear_eval
-    from trainers.models import Projector
+    from trainers.torch_ddp.checkpoint import load_checkpoint
+    from trainers.torch_ddp.models import Projector
 
     state = load_checkpoint(rundir.latest_checkpoint(run_dir))
     cfg = load_config(None, base=state["config"])

@@ -6,7 +6,7 @@ Usage::
     python -m trainers.eval_linear --baseline random-init|raw-pixels [--config run.yaml] \
         [key=value ...]
 
-Every method is measured by :func:`trainers.linear_eval.linear_eval` (standardised features,
+Every method is measured by :func:`trainers.core.probes.linear_eval` (standardised features,
 logistic regression with its L2 strength cross-validated on the training split, top-1 on
 the test split) on the same split of the same dataset:
 
@@ -29,16 +29,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainers import rundir
-from trainers.augment import MultiCrop
-from trainers.checkpoint import load_checkpoint
-from trainers.config import TrainConfig, config_parser, load_config
-from trainers.datasets import ImageDataset, load_configured
+from trainers.core import rundir
+from trainers.core.config import TrainConfig, config_parser, load_config
+from trainers.core.datasets import ImageDataset, load_configured
+from trainers.core.probes import configured_linear_eval
 from trainers.distributed import DistEnv, pick_device
-from trainers.features import extract
-from trainers.linear_eval import configured_linear_eval
-from trainers.models import initial_backbone
-from trainers.torch_ddp import configure_torch
+from trainers.torch_ddp.checkpoint import load_checkpoint
+from trainers.torch_ddp.features import extract
+from trainers.torch_ddp.models import initial_backbone
+from trainers.torch_ddp.trainer import configure_torch
+from trainers.torch_ddp.views import MultiCrop
 
 __all__ = ["BASELINES", "backbone_features", "evaluate", "main"]
 

@@ -4,7 +4,7 @@ Usage::
 
     python -m trainers.eval_mlp RUN_DIR [--json PATH] [--save-features PATH]
 
-Every method is measured by :func:`trainers.linear_eval.linear_eval` on the run's own
+Every method is measured by :func:`trainers.core.probes.linear_eval` on the run's own
 train/test split (``RUN_DIR/config.yaml``): the encoder features of the latest checkpoint
 (``checkpoint``), the same encoder at its initial weights (``random-init``) and the
 standardised flat inputs themselves (``raw-inputs``: pixels for image data). With
@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from trainers import rundir
-from trainers.array_lejepa import build_net, embed
-from trainers.config import load_config
-from trainers.cupy_nccl import CKPT_EXT, initial_params
-from trainers.linear_eval import configured_linear_eval
-from trainers.vector_data import load_vectors
+from trainers.core import rundir
+from trainers.core.config import load_config
+from trainers.core.probes import configured_linear_eval
+from trainers.core.vector_data import load_vectors
+from trainers.cupy_nccl.lejepa import build_net, embed
+from trainers.cupy_nccl.trainer import CKPT_EXT, initial_params
 
 __all__ = ["main", "mlp_features"]
 
@@ -45,7 +45,7 @@ def mlp_features(run_dir: str, checkpoint: str | None) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``cfg``, ``data`` (:class:`trainers.vector_data.VectorDataset`), ``inputs`` and
+        ``cfg``, ``data`` (:class:`trainers.core.vector_data.VectorDataset`), ``inputs`` and
         ``features``: ``(train, test)`` float64 pairs.
     """
     cfg = load_config(os.path.join(run_dir, "config.yaml"))

@@ -4,9 +4,9 @@ Usage::
 
     python -m trainers.supervised [--config run.yaml] [section.option=value ...]
 
-The same backbone as LeJEPA pretraining (:func:`trainers.models.initial_backbone`, initial
+The same backbone as LeJEPA pretraining (:func:`trainers.torch_ddp.models.initial_backbone`, initial
 weights of ``run.seed``) plus a linear head, trained with cross-entropy on one augmented
-global view per image (:class:`trainers.augment.MultiCrop` with ``views.n_global=1`` and no
+global view per image (:class:`trainers.torch_ddp.views.MultiCrop` with ``views.n_global=1`` and no
 local views), on the same training split (``data.train_size`` included), with the same
 optimiser and schedule options (``optim.*``: AdamW, no weight decay on norms and biases,
 warm-up then cosine). The frozen backbone is then measured by the same code as the LeJEPA
@@ -32,15 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.augment import MultiCrop
-from trainers.checkpoint import save_checkpoint
-from trainers.config import TrainConfig, config_parser, config_to_dict, load_config
-from trainers.datasets import ImageDataset, load_configured
+from trainers.core.config import TrainConfig, config_parser, config_to_dict, load_config
+from trainers.core.datasets import ImageDataset, load_configured
+from trainers.core.sampler import EpochSampler
+from trainers.core.schedule import warmup_cosine
 from trainers.distributed import pick_device
-from trainers.models import initial_backbone
-from trainers.sampler import EpochSampler
-from trainers.schedule import warmup_cosine
-from trainers.torch_ddp import _param_groups, configure_torch
+from trainers.torch_ddp.checkpoint import save_checkpoint
+from trainers.torch_ddp.models import initial_backbone
+from trainers.torch_ddp.trainer import _param_groups, configure_torch
+from trainers.torch_ddp.views import MultiCrop
 
 __all__ = ["CHECKPOINT_NAME", "Classifier", "main", "train_supervised"]
 

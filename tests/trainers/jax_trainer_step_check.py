@@ -24,9 +24,9 @@ jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
 
-from trainers.config import load_config  # noqa: E402
-from trainers.jax_parallel import DataParallel  # noqa: E402
-from trainers.jax_pmap import Trainer  # noqa: E402
+from trainers.core.config import load_config  # noqa: E402
+from trainers.jax_pmap.parallel import DataParallel  # noqa: E402
+from trainers.jax_pmap.trainer import Trainer  # noqa: E402
 
 OVERRIDES = [
     "views.n_global=2",

@@ -11,11 +11,11 @@ from helpers import make, to_numpy
 torch = pytest.importorskip("torch")
 
 import sigreg  # noqa: E402
-from trainers.array_adamw import AdamW, clip_grad_norm  # noqa: E402
-from trainers.array_collective import all_reduce_dict  # noqa: E402
-from trainers.array_lejepa import build_net, loss_and_grads  # noqa: E402
-from trainers.array_mlp import init_params  # noqa: E402
-from trainers.array_views import (  # noqa: E402
+from trainers.cupy_nccl.adamw import AdamW, clip_grad_norm  # noqa: E402
+from trainers.cupy_nccl.collective import all_reduce_dict  # noqa: E402
+from trainers.cupy_nccl.lejepa import build_net, loss_and_grads  # noqa: E402
+from trainers.cupy_nccl.mlp import init_params  # noqa: E402
+from trainers.cupy_nccl.views import (  # noqa: E402
     apply_crops,
     apply_vector,
     draw_crops,

@@ -18,8 +18,9 @@ from run_helpers import ROOT, free_port, read_records, subprocess_env, without_t
 pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from trainers import cupy_nccl, eval_mlp, rundir  # noqa: E402
-from trainers.array_collective import cupy_usable  # noqa: E402
+from trainers import cupy_nccl, eval_mlp
+from trainers.core import rundir  # noqa: E402
+from trainers.cupy_nccl.collective import cupy_usable  # noqa: E402
 
 TIMEOUT = 240
 TINY = [
@@ -189,7 +190,7 @@ def test_isotropic_projector_on_precomputed_features(tmp_path):
     records = read_records(run_dir)
     evals = [r for r in records if r["kind"] == "eval"]
     sig = [r["sigreg"] for r in records if r["kind"] == "train"]
-    from trainers.metrics import covariance_spectrum, effective_rank
+    from trainers.core.metrics import covariance_spectrum, effective_rank
 
     before = effective_rank(covariance_spectrum((features - features.mean(0)) / features.std(0)))
     assert before < 7.0 and evals[-1]["effective_rank"] > 1.6 * before  # of 16
@@ -206,7 +207,7 @@ def test_isotropic_projector_on_precomputed_features(tmp_path):
     ],
 )
 def test_bad_feature_files(tmp_path, arrays, message):
-    from trainers.vector_data import load_vectors
+    from trainers.core.vector_data import load_vectors
 
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)

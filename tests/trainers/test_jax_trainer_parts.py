@@ -12,10 +12,10 @@ pytest.importorskip("optax")
 
 import jax.numpy as jnp  # noqa: E402
 
-from trainers.config import load_config  # noqa: E402
-from trainers.jax_augment import MultiCrop  # noqa: E402
-from trainers.jax_models import BACKBONES, LeJEPANet, build_backbone  # noqa: E402
-from trainers.jax_pmap import _decay_mask, parser  # noqa: E402
+from trainers.core.config import load_config  # noqa: E402
+from trainers.jax_pmap.models import BACKBONES, LeJEPANet, build_backbone  # noqa: E402
+from trainers.jax_pmap.trainer import _decay_mask, parser  # noqa: E402
+from trainers.jax_pmap.views import MultiCrop  # noqa: E402
 
 OFF = [
     "augment.jitter_p=0",
@@ -70,8 +70,8 @@ def test_unknown_backbone_and_misplaced_options_are_rejected():
 
 def test_smallcnn_and_projector_have_the_torch_architecture():
     torch = pytest.importorskip("torch")
-    from trainers.models import LeJEPANet as TorchNet
-    from trainers.models import SmallCNN
+    from trainers.torch_ddp.models import LeJEPANet as TorchNet
+    from trainers.torch_ddp.models import SmallCNN
 
     net = LeJEPANet(_net("smallcnn"), (32, 16), 10)
     variables = jax.eval_shape(  # shapes only: nothing is compiled
@@ -167,7 +167,7 @@ def test_views_shapes_keys_and_batch_independence(channels):
 
 def test_eval_view_equals_torch_and_whole_crop_equals_eval_view():
     torch = pytest.importorskip("torch")
-    from trainers.augment import MultiCrop as TorchMultiCrop
+    from trainers.torch_ddp.views import MultiCrop as TorchMultiCrop
 
     cfg = load_config(overrides=["views.global_size=16"])
     x = _images(size=8)

@@ -11,10 +11,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 from trainers import supervised  # noqa: E402
-from trainers.checkpoint import load_checkpoint  # noqa: E402
-from trainers.config import load_config  # noqa: E402
-from trainers.datasets import load_dataset  # noqa: E402
-from trainers.models import build_backbone  # noqa: E402
+from trainers.core.config import load_config  # noqa: E402
+from trainers.core.datasets import load_dataset  # noqa: E402
+from trainers.torch_ddp.checkpoint import load_checkpoint  # noqa: E402
+from trainers.torch_ddp.models import build_backbone  # noqa: E402
 
 TINY = [
     "data.train_size=640",

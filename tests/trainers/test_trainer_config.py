@@ -1,4 +1,4 @@
-"""trainers.config: types, ranges, unknown keys, YAML + override precedence, --help."""
+"""trainers.core.config: types, ranges, unknown keys, YAML + override precedence, --help."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 yaml = pytest.importorskip("yaml")
 
-from trainers.config import (  # noqa: E402
+from trainers.core.config import (  # noqa: E402
     TrainConfig,
     config_from_dict,
     config_to_dict,

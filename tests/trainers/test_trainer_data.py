@@ -15,10 +15,10 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from trainers import datasets, metrics, rundir, schedule  # noqa: E402
-from trainers.datasets import load_dataset, split_indices  # noqa: E402
-from trainers.linear_eval import few_shot_eval, few_shot_indices, linear_eval  # noqa: E402
-from trainers.sampler import EpochSampler  # noqa: E402
+from trainers.core import datasets, metrics, rundir, schedule  # noqa: E402
+from trainers.core.datasets import load_dataset, split_indices  # noqa: E402
+from trainers.core.probes import few_shot_eval, few_shot_indices, linear_eval  # noqa: E402
+from trainers.core.sampler import EpochSampler  # noqa: E402
 
 
 # ------------------------------------------------------------------------------ datasets
@@ -350,7 +350,7 @@ def test_run_info_and_git_sha(tmp_path):
 
 
 def test_load_vectors_applies_train_size_to_images_and_refuses_feature_files(tmp_path):
-    from trainers.vector_data import load_vectors
+    from trainers.core.vector_data import load_vectors
 
     images = load_vectors("digits", test_fraction=0.2, split_seed=3, train_size=50)
     subset = load_dataset("digits", test_fraction=0.2, split_seed=3, train_size=50)

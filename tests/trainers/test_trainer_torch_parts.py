@@ -13,11 +13,11 @@ pytest.importorskip("timm")
 
 import torch.nn.functional as F  # noqa: E402
 
-from trainers.augment import MultiCrop, _rotate_hue  # noqa: E402
-from trainers.checkpoint import capture_rng_state, restore_rng_state  # noqa: E402
-from trainers.config import load_config  # noqa: E402
-from trainers.models import LeJEPANet, Projector, SmallCNN, build_backbone  # noqa: E402
-from trainers.torch_ddp import _param_groups  # noqa: E402
+from trainers.core.config import load_config  # noqa: E402
+from trainers.torch_ddp.checkpoint import capture_rng_state, restore_rng_state  # noqa: E402
+from trainers.torch_ddp.models import LeJEPANet, Projector, SmallCNN, build_backbone  # noqa: E402
+from trainers.torch_ddp.trainer import _param_groups  # noqa: E402
+from trainers.torch_ddp.views import MultiCrop, _rotate_hue  # noqa: E402
 
 OFF = [
     "augment.jitter_p=0",

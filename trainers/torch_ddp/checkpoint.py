@@ -1,7 +1,7 @@
 """Checkpoint files and RNG states (PyTorch).
 
 A checkpoint is a dict of state dicts, plain Python values and tensors only, so it loads
-with ``torch.load(weights_only=True)``; it is written by :func:`trainers.rundir.atomic_write`
+with ``torch.load(weights_only=True)``; it is written by :func:`trainers.core.rundir.atomic_write`
 (temporary file in the same directory, fsync, ``os.replace``), so a crash never leaves a
 truncated checkpoint behind. The global RNG states of torch (CPU and CUDA), NumPy and
 Python are stored as tensors and plain containers for the same reason.
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainers.rundir import atomic_write
+from trainers.core.rundir import atomic_write
 
 __all__ = ["capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint"]
 

@@ -1,9 +1,9 @@
 """Networks in Flax (``flax.linen``): backbones, the projector and the LeJEPA network.
 
-The JAX counterparts of :mod:`trainers.models`, selected by the same ``model.backbone``
+The JAX counterparts of :mod:`trainers.torch_ddp.models`, selected by the same ``model.backbone``
 names so that one configuration file serves both trainers:
 
-* ``smallcnn``: :class:`SmallCNN`, the architecture of :class:`trainers.models.SmallCNN`;
+* ``smallcnn``: :class:`SmallCNN`, the architecture of :class:`trainers.torch_ddp.models.SmallCNN`;
 * ``resnet18``: :class:`ResNet18`, the layout of timm's ``resnet18`` (7x7/2 stem, 3x3/2 max
   pool, four stages of two basic blocks, 64-512 channels);
 * ``vit_tiny_patch16_224``: :class:`ViT` with timm's ``vit_tiny_patch16_224`` shape (width
@@ -12,7 +12,7 @@ names so that one configuration file serves both trainers:
   position embeddings are resized bilinearly for views of another size (timm's
   ``dynamic_img_size``).
 
-Images come in as ``(B, C, H, W)`` (the layout of :mod:`trainers.datasets`) and are moved to
+Images come in as ``(B, C, H, W)`` (the layout of :mod:`trainers.core.datasets`) and are moved to
 Flax's ``(B, H, W, C)`` inside. Batch norm layers take ``axis_name``: under ``jax.pmap`` or
 ``jax.shard_map`` their batch statistics are those of the global batch (synchronised batch
 norm), so a data-parallel step equals the single-device step on the concatenated batch.
@@ -304,7 +304,8 @@ def build_backbone(
 
 
 class Projector(nn.Module):
-    """MLP: Dense-BN-ReLU hidden layers, a linear output (:class:`trainers.models.Projector`).
+    """MLP: Dense-BN-ReLU hidden layers, a linear output
+    (:class:`trainers.torch_ddp.models.Projector`).
 
     Attributes
     ----------

@@ -11,12 +11,13 @@ default process group (NCCL on CUDA, gloo on CPU, multi-node through torchrun's 
 ``backends.torch.TorchDistributedCollective``. ``python -m trainers.torch_ddp --help`` lists
 every option.
 
-One optimiser step: the rank's batch indices (:mod:`trainers.sampler`) select images that
-live on the device; :class:`trainers.augment.MultiCrop` makes the global and local views in
-batched tensor ops; the network (:class:`trainers.models.LeJEPANet`) embeds them; the loss is
-``LeJEPALoss(global, local).loss`` plus the online probe's cross-entropy on detached
-features. Every step checks, across all ranks, that the loss is finite; if not, every rank
-stops, the last good checkpoint stays, and the process exits with status 3.
+One optimiser step: the rank's batch indices (:mod:`trainers.core.sampler`) select images
+that live on the device; :class:`trainers.torch_ddp.views.MultiCrop` makes the global and
+local views in batched tensor ops; the network (:class:`trainers.torch_ddp.models.LeJEPANet`)
+embeds them; the loss is ``LeJEPALoss(global, local).loss`` plus the online probe's
+cross-entropy on detached features. Every step checks, across all ranks, that the loss is
+finite; if not, every rank stops, the last good checkpoint stays, and the process exits with
+status 3.
 
 Run directory (``run.dir``): ``config.yaml``, ``run_info.json`` (git SHA), ``metrics.jsonl``,
 ``ckpt_*.pt`` and, at the end, ``loss.png``, ``accuracy.png`` and ``spectrum.png``. The
@@ -39,19 +40,10 @@ import torch
 import torch.nn.functional as F
 
 from backends.torch import LeJEPALoss, TorchDistributedCollective
-from trainers import rundir
-from trainers.augment import MultiCrop
-from trainers.checkpoint import (
-    capture_rng_state,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
-from trainers.config import TrainConfig, config_to_dict
-from trainers.datasets import load_configured
-from trainers.distributed import DistEnv, any_rank, gather_objects, setup, shutdown
-from trainers.features import extract
-from trainers.loop import (
+from trainers.core import rundir
+from trainers.core.config import TrainConfig, config_to_dict
+from trainers.core.datasets import load_configured
+from trainers.core.loop import (
     NonFiniteLoss,
     RunLoop,
     check_checkpoint_path,
@@ -64,10 +56,19 @@ from trainers.loop import (
     run_trainer,
     start_run,
 )
-from trainers.metrics import MetricsLog
-from trainers.models import LeJEPANet, initial_backbone
-from trainers.sampler import EpochSampler
-from trainers.schedule import warmup_cosine
+from trainers.core.metrics import MetricsLog
+from trainers.core.sampler import EpochSampler
+from trainers.core.schedule import warmup_cosine
+from trainers.distributed import DistEnv, any_rank, gather_objects, setup, shutdown
+from trainers.torch_ddp.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from trainers.torch_ddp.features import extract
+from trainers.torch_ddp.models import LeJEPANet, initial_backbone
+from trainers.torch_ddp.views import MultiCrop
 
 __all__ = ["NonFiniteLoss", "Trainer", "configure_torch", "main"]
 

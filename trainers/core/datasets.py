@@ -363,7 +363,7 @@ def load_configured(data: Any) -> ImageDataset:
 
     Parameters
     ----------
-    data : trainers.config.DataConfig
+    data : trainers.core.config.DataConfig
         ``name``, ``test_fraction``, ``split_seed``, ``image_size`` and ``train_size``.
 
     Returns

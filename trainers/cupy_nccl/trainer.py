@@ -9,11 +9,11 @@ The same code runs on cupy arrays (``run.device=cuda``, or ``auto`` when cupy ca
 on a GPU) and on numpy arrays (``cpu``). Nothing is differentiated automatically: the loss
 gradient with respect to the embeddings is the core's analytic
 :func:`sigreg.lejepa_loss_vjp`, the network's is the MLP's hand-written backward pass
-(:mod:`trainers.array_mlp`), and AdamW is array-API code (:mod:`trainers.array_adamw`).
+(:mod:`trainers.cupy_nccl.mlp`), and AdamW is array-API code (:mod:`trainers.cupy_nccl.adamw`).
 
 Under torchrun every process joins a gloo process group (control plane only); the data
 plane is NCCL through ``cupy.cuda.nccl`` on GPUs and gloo on CPUs
-(:mod:`trainers.array_collective`): SIGReg's C/S sums, the prediction term's sums and the
+(:mod:`trainers.cupy_nccl.collective`): SIGReg's C/S sums, the prediction term's sums and the
 parameter gradients are summed over the ranks, so a data-parallel run equals one process on
 the concatenated batch.
 
@@ -42,15 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from trainers import rundir
-from trainers.array_adamw import AdamW, clip_grad_norm
-from trainers.array_collective import all_reduce_dict, array_backend, make_collective
-from trainers.array_lejepa import MLPNet, build_net, embed, loss_and_grads
-from trainers.array_mlp import init_params
-from trainers.array_views import apply_crops, apply_vector, draw_crops, draw_vector
-from trainers.config import TrainConfig, config_to_dict
-from trainers.distributed import DistEnv, gather_objects, setup, shutdown
-from trainers.loop import (
+from trainers.core import rundir
+from trainers.core.config import TrainConfig, config_to_dict
+from trainers.core.loop import (
     NonFiniteLoss,
     RunLoop,
     check_checkpoint_path,
@@ -63,11 +57,17 @@ from trainers.loop import (
     run_trainer,
     start_run,
 )
-from trainers.metrics import MetricsLog
-from trainers.rundir import atomic_write
-from trainers.sampler import EpochSampler
-from trainers.schedule import warmup_cosine
-from trainers.vector_data import load_vectors
+from trainers.core.metrics import MetricsLog
+from trainers.core.rundir import atomic_write
+from trainers.core.sampler import EpochSampler
+from trainers.core.schedule import warmup_cosine
+from trainers.core.vector_data import load_vectors
+from trainers.cupy_nccl.adamw import AdamW, clip_grad_norm
+from trainers.cupy_nccl.collective import all_reduce_dict, array_backend, make_collective
+from trainers.cupy_nccl.lejepa import MLPNet, build_net, embed, loss_and_grads
+from trainers.cupy_nccl.mlp import init_params
+from trainers.cupy_nccl.views import apply_crops, apply_vector, draw_crops, draw_vector
+from trainers.distributed import DistEnv, gather_objects, setup, shutdown
 
 __all__ = ["CKPT_EXT", "Trainer", "initial_params", "main"]
 

@@ -1,6 +1,6 @@
 """Datasets as flat vectors for the MLP trainer: feature files, or flattened images.
 
-Framework-free (NumPy). ``data.name`` is read as in :mod:`trainers.datasets`, plus one
+Framework-free (NumPy). ``data.name`` is read as in :mod:`trainers.core.datasets`, plus one
 source: an ``npz:PATH`` file holding ``features`` ``(N, D)`` (floats, e.g. precomputed
 embeddings of any other model) and optional ``labels`` ``(N,)``. Any other source is loaded
 as images ``(N, C, H, W)`` and kept as images, so that the trainer can crop them before
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainers.datasets import check_labels, load_dataset, split_indices
+from trainers.core.datasets import check_labels, load_dataset, split_indices
 
 __all__ = ["VectorDataset", "load_vectors"]
 
@@ -97,7 +97,7 @@ def load_vectors(
     train_size: int | None = None,
 ) -> VectorDataset:
     """Load ``name``: a feature file (``npz:PATH`` with ``features``; ``train_size`` not
-    supported) or any image source of :func:`trainers.datasets.load_dataset` (same
+    supported) or any image source of :func:`trainers.core.datasets.load_dataset` (same
     arguments and errors)."""
     kind, _, path = name.partition(":")
     if kind == "npz" and path:

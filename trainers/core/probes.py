@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 if TYPE_CHECKING:
-    from trainers.config import TrainConfig
-    from trainers.datasets import ImageDataset
+    from trainers.core.config import TrainConfig
+    from trainers.core.datasets import ImageDataset
 
 __all__ = [
     "FewShotResult",

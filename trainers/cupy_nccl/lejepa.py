@@ -2,7 +2,7 @@
 
 Framework-free. The network is an MLP encoder, an MLP projector on its features and, for
 labelled data, an online linear probe on the *detached* features (its loss trains only the
-probe), all from :mod:`trainers.array_mlp`. The loss gradient with respect to the
+probe), all from :mod:`trainers.cupy_nccl.mlp`. The loss gradient with respect to the
 embeddings is the core's analytic pullback :func:`sigreg.lejepa_loss_vjp`; the rest is the
 MLP's hand-written backward pass.
 """
@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import sigreg
 from sigreg._namespace import device_of
-from trainers.array_mlp import Layer, backward, forward, mlp_layers
+from trainers.cupy_nccl.mlp import Layer, backward, forward, mlp_layers
 
 __all__ = ["MLPNet", "build_net", "embed", "loss_and_grads"]
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from trainers import rundir
-from trainers.config import (
+from trainers.core import rundir
+from trainers.core.config import (
     TrainConfig,
     config_from_dict,
     config_parser,
@@ -31,16 +31,16 @@ from trainers.config import (
     diff_configs,
     load_config,
 )
-from trainers.datasets import ImageDataset
-from trainers.metrics import (
+from trainers.core.datasets import ImageDataset
+from trainers.core.metrics import (
     MetricsLog,
     covariance_spectrum,
     effective_rank,
     knn_accuracy,
     read_metrics,
 )
-from trainers.plots import plot_accuracy, plot_losses, plot_spectrum
-from trainers.sampler import EpochSampler
+from trainers.core.plots import plot_accuracy, plot_losses, plot_spectrum
+from trainers.core.sampler import EpochSampler
 
 __all__ = [
     "RESUMABLE_CHANGES",
@@ -140,7 +140,7 @@ def check_resumable(
     path : str
         The checkpoint (must exist and be in ``cfg.run.dir``).
     saved_config : Mapping
-        The checkpoint's configuration (:func:`trainers.config.config_to_dict`).
+        The checkpoint's configuration (:func:`trainers.core.config.config_to_dict`).
     saved_world, world : int
         Data-parallel sizes of the checkpointed run and of this one.
     """
@@ -246,7 +246,7 @@ def parse_trainer_args(
         The arguments (``None``: ``sys.argv[1:]``).
     base : Mapping, optional
         This trainer's own defaults, applied before the YAML file (see
-        :func:`trainers.config.load_config`).
+        :func:`trainers.core.config.load_config`).
 
     Returns
     -------

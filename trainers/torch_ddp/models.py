@@ -126,7 +126,7 @@ def initial_backbone(cfg: Any, in_chans: int) -> nn.Module:
 
     Parameters
     ----------
-    cfg : trainers.config.TrainConfig
+    cfg : trainers.core.config.TrainConfig
         ``model.backbone``, ``model.width``, ``model.timm_kwargs``, ``views.global_size``
         and ``run.seed``.
     in_chans : int

@@ -4,7 +4,7 @@ Framework-free (numpy or cupy parameters). The update is the one of ``torch.opti
 (decoupled weight decay ``p -= lr * wd * p``, then the bias-corrected Adam step with
 ``eps`` added to ``sqrt(v) / sqrt(1 - beta2^t)``), operation for operation, so both agree
 to rounding on identical parameters and gradients. The learning rate of each step is given
-by the caller (e.g. ``lr * trainers.schedule.warmup_cosine(step, ...)``).
+by the caller (e.g. ``lr * trainers.core.schedule.warmup_cosine(step, ...)``).
 """
 
 from __future__ import annotations

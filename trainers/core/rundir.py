@@ -4,9 +4,9 @@ Framework-free, shared by every trainer. Layout of a run directory::
 
     config.yaml          the resolved configuration
     run_info.json        git SHA, command line, world size, library versions
-    metrics.jsonl        training and evaluation records (trainers.metrics)
+    metrics.jsonl        training and evaluation records (trainers.core.metrics)
     ckpt_00000042.pt     checkpoints, named by optimiser step (.msgpack: JAX, .npz: array trainer)
-    *.png                plots (trainers.plots)
+    *.png                plots (trainers.core.plots)
 
 Every file that a crash must not leave half-written goes through :func:`atomic_write`: a
 temporary file in the same directory, flushed and fsynced, then ``os.replace``-d over the

@@ -11,17 +11,17 @@ the run directory holds the same ``config.yaml``, ``run_info.json``, ``metrics.j
 plots and summary, and checkpoints ``ckpt_*.msgpack`` (Flax msgpack, written atomically).
 
 One optimiser step: every device takes its share of the global batch (the process's
-:class:`trainers.sampler.EpochSampler` batch split over its devices), makes the multi-crop
-views in jitted ``jax.numpy`` (:mod:`trainers.jax_augment`; every sample's key comes from
+:class:`trainers.core.sampler.EpochSampler` batch split over its devices), makes the multi-crop
+views in jitted ``jax.numpy`` (:mod:`trainers.jax_pmap.views`; every sample's key comes from
 ``(run.seed, step, dataset index)``), embeds them with the Flax network
-(:mod:`trainers.jax_models`, synchronised batch norm), and computes
+(:mod:`trainers.jax_pmap.models`, synchronised batch norm), and computes
 ``backends.jax.lejepa_loss`` whose characteristic-function sums are reduced over the device
 axis (``JaxAxisCollective``), so loss and SIGReg are those of the global batch. The
 gradient of the global loss updates optax AdamW (warm-up + cosine of
-:func:`trainers.schedule.warmup_cosine`). The online probe trains on gradient-stopped
+:func:`trainers.core.schedule.warmup_cosine`). The online probe trains on gradient-stopped
 features. A non-finite loss stops every process with status 3.
 
-``--parallel pmap`` (default) or ``shard_map``: see :mod:`trainers.jax_parallel`.
+``--parallel pmap`` (default) or ``shard_map``: see :mod:`trainers.jax_pmap.parallel`.
 ``--num-cpu-devices N`` simulates N CPU devices. Several processes (hosts) join through
 ``jax.distributed.initialize``; the run directory must be shared by all of them.
 
@@ -39,14 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from trainers import loop, rundir
-from trainers.config import TrainConfig, config_parser, config_to_dict, load_config
-from trainers.datasets import load_dataset
-from trainers.jax_parallel import KINDS
-from trainers.linear_eval import configured_linear_eval
-from trainers.metrics import MetricsLog
-from trainers.sampler import EpochSampler
-from trainers.schedule import warmup_cosine
+from trainers.core import loop, rundir
+from trainers.core.config import TrainConfig, config_parser, config_to_dict, load_config
+from trainers.core.datasets import load_dataset
+from trainers.core.metrics import MetricsLog
+from trainers.core.probes import configured_linear_eval
+from trainers.core.sampler import EpochSampler
+from trainers.core.schedule import warmup_cosine
+from trainers.jax_pmap.parallel import KINDS
 
 __all__ = ["Trainer", "init_jax", "main", "parser"]
 
@@ -72,7 +72,7 @@ class Trainer(loop.RunLoop):
     ----------
     cfg : TrainConfig
         The resolved configuration.
-    parallel : trainers.jax_parallel.DataParallel
+    parallel : trainers.jax_pmap.parallel.DataParallel
         How the step is mapped over the devices.
     resume : str, optional
         ``"auto"`` (latest checkpoint in ``run.dir``, or a fresh start) or the path of a
@@ -95,8 +95,8 @@ class Trainer(loop.RunLoop):
         import jax.numpy as jnp
         import optax
 
-        from trainers.jax_augment import MultiCrop
-        from trainers.jax_models import LeJEPANet, build_backbone
+        from trainers.jax_pmap.models import LeJEPANet, build_backbone
+        from trainers.jax_pmap.views import MultiCrop
 
         self.cfg, self.parallel = cfg, parallel
         self.dtype = jnp.float32 if dtype is None else jnp.dtype(dtype)
@@ -276,7 +276,7 @@ class Trainer(loop.RunLoop):
         return new_state, totals
 
     def _features_fn(self, variables, images, head):
-        from trainers.jax_models import LeJEPANet
+        from trainers.jax_pmap.models import LeJEPANet
 
         method = LeJEPANet.features if head == "backbone" else LeJEPANet.embed
         return self.eval_net.apply(variables, self.multicrop.eval_view(images), method=method)
@@ -398,7 +398,7 @@ class Trainer(loop.RunLoop):
         """Test-split metrics: online probe and k-NN accuracy (labelled data), effective rank."""
         import jax
 
-        from trainers.jax_models import LeJEPANet
+        from trainers.jax_pmap.models import LeJEPANet
 
         variables = self._variables()
         test = self._features(variables, self.data.test_images, "backbone")
@@ -425,7 +425,7 @@ class Trainer(loop.RunLoop):
         return self._features(self._variables(), self.data.test_images, "projector")
 
     def _summary_extras(self) -> dict[str, Any]:
-        """``linear_acc``: :func:`trainers.linear_eval.linear_eval` of the final backbone."""
+        """``linear_acc``: :func:`trainers.core.probes.linear_eval` of the final backbone."""
         if not self.has_probe:
             return {}
         variables = self._variables()
@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     import jax
 
-    from trainers.jax_parallel import DataParallel
+    from trainers.jax_pmap.parallel import DataParallel
 
     def build() -> Trainer:
         return Trainer(

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from trainers.rundir import atomic_write_text
+from trainers.core.rundir import atomic_write_text
 
 __all__ = [
     "MetricsLog",

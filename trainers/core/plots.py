@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from trainers.metrics import effective_rank
+from trainers.core.metrics import effective_rank
 
 __all__ = ["plot_accuracy", "plot_losses", "plot_spectrum"]
 
@@ -97,7 +97,7 @@ def plot_spectrum(eigenvalues: np.ndarray, path: str) -> str:
     Parameters
     ----------
     eigenvalues : numpy.ndarray, shape (D,)
-        Descending eigenvalues (:func:`trainers.metrics.covariance_spectrum`).
+        Descending eigenvalues (:func:`trainers.core.metrics.covariance_spectrum`).
     path : str
         Output PNG.
 

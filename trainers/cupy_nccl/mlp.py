@@ -8,7 +8,7 @@ to every parameter. Layers: ``Linear`` (``y = x @ W + b``, ``W`` of shape ``(in,
 needs no synchronised norm) and ``ReLU``.
 
 Parameters live in a flat ``dict`` of arrays named ``"<net>.<layer index>.<weight|bias>"``,
-the form :mod:`trainers.array_adamw` and the checkpoints use.
+the form :mod:`trainers.cupy_nccl.adamw` and the checkpoints use.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Multi-crop augmentation in ``jax.numpy``, jitted on the device (the JAX trainer's).
 
-The operations and their parameter ranges are those of :mod:`trainers.augment` (the torch
+The operations and their parameter ranges are those of :mod:`trainers.torch_ddp.views` (the torch
 trainer's): random resized crop with flip, colour jitter (brightness, contrast; saturation
 and hue on 3 channels), grayscale, Gaussian blur, solarization, per-channel normalisation.
 The random numbers differ: every sample draws its views from its own ``jax.random`` key.
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trainers.config import AugmentConfig, ViewsConfig
+from trainers.core.config import AugmentConfig, ViewsConfig
 
 __all__ = ["MultiCrop"]
 
@@ -67,7 +67,7 @@ def _blur_matrix(size: int, sigma: jax.Array, apply: jax.Array, max_sigma: float
 
 
 class MultiCrop:
-    """The JAX :class:`trainers.augment.MultiCrop`: the same arguments (``views``,
+    """The JAX :class:`trainers.torch_ddp.views.MultiCrop`: the same arguments (``views``,
     ``augment``, ``mean``, ``std``) and outputs, random numbers from per-sample keys."""
 
     def __init__(self, views: ViewsConfig, augment: AugmentConfig, *, mean, std) -> None:

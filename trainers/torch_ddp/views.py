@@ -29,7 +29,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from trainers.config import AugmentConfig, ViewsConfig
+from trainers.core.config import AugmentConfig, ViewsConfig
 
 __all__ = ["MultiCrop"]
 
