@@ -22,6 +22,7 @@ pytest.importorskip("PIL")
 
 from PIL import Image  # noqa: E402
 
+from trainers.core.sampler import EpochSampler  # noqa: E402
 from trainers.core.stream import (  # noqa: E402
     BadImageError,
     BadImageWarning,
@@ -38,7 +39,6 @@ from trainers.core.stream import (  # noqa: E402
     probe_channels,
     train_test_indices,
 )
-from trainers.sampler import EpochSampler  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -1,6 +1,6 @@
 """Streamed image input: an image folder or tar shards in exact, resumable ``uint8`` batches.
 
-For collections too large to load into memory (:mod:`trainers.datasets` loads whole).
+For collections too large to load into memory (:mod:`trainers.core.datasets` loads whole).
 Framework-free (NumPy, Pillow and the standard library; no torch, jax or cupy import), so
 every trainer uses the same pipeline:
 

@@ -1,6 +1,6 @@
 """Read one sample's bytes and decode them to a square ``uint8`` image ``(C, S, S)``.
 
-Decoding is Pillow's. The resize is the one of :mod:`trainers.datasets`: the shorter side
+Decoding is Pillow's. The resize is the one of :mod:`trainers.core.datasets`: the shorter side
 is scaled to ``S`` (bilinear) and the centre ``S x S`` is cropped. A JPEG is first decoded
 at the smallest power-of-two reduction that keeps the shorter side at least ``S``
 (``Image.draft``), which makes large JPEGs several times faster to decode.

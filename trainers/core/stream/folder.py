@@ -1,6 +1,6 @@
 """Index an image folder: class sub-folders (labels = sorted folder names) or loose images.
 
-The layout is the one :mod:`trainers.datasets` reads into memory: either every image sits in
+The layout is the one :mod:`trainers.core.datasets` reads into memory: either every image sits in
 a sub-folder of ``PATH`` named after its class, or every image sits directly in ``PATH``
 (unlabelled). Only the names are read here (no image is opened); hidden entries (a leading
 ``.``) are ignored.
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from trainers.core.datasets import IMAGE_EXTENSIONS
 from trainers.core.stream.index import Names, SampleIndex
-from trainers.datasets import IMAGE_EXTENSIONS
 
 __all__ = ["index_folder"]
 

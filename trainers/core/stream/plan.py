@@ -2,13 +2,13 @@
 
 :class:`TrainPlan` (training): the samples form one endless *stream*, the concatenation of
 a fresh seeded permutation of the dataset per data epoch (``numpy.random.default_rng([seed,
-e])``, as :class:`trainers.sampler.EpochSampler`). Global batch ``k`` is stream positions
+e])``, as :class:`trainers.core.sampler.EpochSampler`). Global batch ``k`` is stream positions
 ``[k G, (k + 1) G)`` with ``G = batch_size * world_size``, and rank ``r`` takes the
 ``batch_size`` positions ``[k G + r B, k G + (r + 1) B)``. So every batch is full and the
 same size on every rank, and every sample is read exactly once per data epoch across all
 ranks: the ``N mod G`` samples that do not fill a last batch open the next batch instead of
 being dropped (data epochs then straddle batch boundaries). When ``G`` divides ``N`` the
-batches are exactly :class:`~trainers.sampler.EpochSampler`'s.
+batches are exactly :class:`~trainers.core.sampler.EpochSampler`'s.
 
 :class:`EvalPlan` (evaluation, feature extraction): every sample once, in index order; rank
 ``r`` reads a contiguous share (the first ``N mod W`` ranks one sample more, as

@@ -1,15 +1,15 @@
 """Streamed sources by name: ``imagefolder:PATH`` and ``shards:PATTERN``, split into train/test.
 
 The test set is either a separate source (``data.test``) or a seeded split of the one file
-index (:func:`trainers.datasets.split_indices`, the split of the in-memory datasets).
+index (:func:`trainers.core.datasets.split_indices`, the split of the in-memory datasets).
 """
 
 from __future__ import annotations
 
+from trainers.core.datasets import split_indices
 from trainers.core.stream.folder import index_folder
 from trainers.core.stream.index import SampleIndex
 from trainers.core.stream.shards import index_shards
-from trainers.datasets import split_indices
 
 __all__ = ["STREAMED_KINDS", "index_source", "is_streamed", "train_test_indices"]
 

@@ -1,11 +1,11 @@
 """A streamed source prepared for a training run: the pieces a trainer reads.
 
-:class:`StreamedDataset` stands where :class:`trainers.datasets.ImageDataset` stands for the
+:class:`StreamedDataset` stands where :class:`trainers.core.datasets.ImageDataset` stands for the
 in-memory sources: labels of both splits, ``num_classes``, ``channels``, ``labelled`` and
 ``channel_stats()`` (estimated on a seeded sample of the training images, since the whole
 set is never decoded at once); its :meth:`~StreamedDataset.loader` makes the batch loaders.
 :class:`StreamSampler` gives a run loop the interface of
-:class:`trainers.sampler.EpochSampler` (``batches_per_epoch``, ``batches(epoch, start)``)
+:class:`trainers.core.sampler.EpochSampler` (``batches_per_epoch``, ``batches(epoch, start)``)
 but yields decoded :class:`~trainers.core.stream.loader.Batch` es, from one pool of workers
 that runs through epoch boundaries.
 """
