@@ -17,7 +17,7 @@ import platform
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ from trainers.core.metrics import (
 )
 from trainers.core.plots import plot_accuracy, plot_losses, plot_spectrum
 from trainers.core.sampler import EpochSampler
+from trainers.core.stream import Batch, StreamSampler
 
 __all__ = [
     "RESUMABLE_CHANGES",
@@ -64,6 +65,8 @@ RESUMABLE_CHANGES = frozenset(
         "run.progress",
         "run.threads",
         "run.log_every_steps",
+        "data.workers",
+        "data.prefetch",
         "eval.batch_size",
         "debug.nan_at_step",
         "debug.nan_rank",
@@ -290,6 +293,13 @@ def run_trainer(
         return 3
 
 
+def _timed_next(batches: Iterator[Any]) -> tuple[Any, float] | None:
+    """``(next(batches), seconds it took)``, or ``None`` at the end."""
+    began = time.perf_counter()
+    batch = next(batches, None)
+    return None if batch is None else (batch, time.perf_counter() - began)
+
+
 def _format(record: Mapping[str, Any]) -> str:
     return " ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
@@ -309,8 +319,10 @@ class RunLoop(ABC):
     cfg : TrainConfig
     metrics : MetricsLog
         ``run.dir/metrics.jsonl``.
-    sampler : EpochSampler
-        This rank's batches.
+    sampler : EpochSampler or StreamSampler
+        This rank's batches: sample indices of in-memory data, or decoded
+        :class:`~trainers.core.stream.Batch` es of a streamed source (the time ``fit``
+        waits for one counts as data time).
     is_main : bool
         Whether this rank writes files and shows the progress bar.
     has_probe : bool
@@ -323,7 +335,7 @@ class RunLoop(ABC):
 
     cfg: TrainConfig
     metrics: MetricsLog
-    sampler: EpochSampler
+    sampler: EpochSampler | StreamSampler
     is_main: bool
     has_probe: bool
     epoch: int = 0
@@ -342,8 +354,9 @@ class RunLoop(ABC):
         return self.cfg.optim.epochs * self.steps_per_epoch
 
     @abstractmethod
-    def _train_step(self, indices: np.ndarray) -> dict[str, Any]:
-        """One optimiser step on this rank's batch ``indices``; advances ``self.step``.
+    def _train_step(self, batch: np.ndarray | Batch) -> dict[str, Any]:
+        """One optimiser step on this rank's ``batch`` (indices of in-memory data, or a
+        decoded streamed batch); advances ``self.step``.
 
         Returns the step's ``loss``, ``prediction``, ``sigreg``, ``probe_loss``, ``lr``,
         ``data_time`` and ``step_time``; raises :class:`NonFiniteLoss`.
@@ -411,8 +424,12 @@ class RunLoop(ABC):
         bar = self._progress_bar()
         window: list[dict[str, Any]] = []
         while self.epoch < cfg.optim.epochs:
-            for indices in self.sampler.batches(self.epoch, self.batch_in_epoch):
-                stats = self._train_step(indices)
+            batches = self.sampler.batches(self.epoch, self.batch_in_epoch)
+            while (fetched := _timed_next(batches)) is not None:
+                batch, wait = fetched
+                stats = self._train_step(batch)
+                stats["data_time"] += wait  # a streamed batch not ready yet is data time
+                stats["step_time"] += wait
                 self.batch_in_epoch += 1
                 self.train_time += stats["step_time"]
                 window.append(stats)

@@ -29,10 +29,12 @@ Exit status: 0 done, 2 bad configuration or arguments, 3 non-finite loss.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -42,7 +44,7 @@ import torch.nn.functional as F
 from backends.torch import LeJEPALoss, TorchDistributedCollective
 from trainers.core import rundir
 from trainers.core.config import TrainConfig, config_to_dict
-from trainers.core.datasets import load_configured
+from trainers.core.datasets import ImageDataset
 from trainers.core.loop import (
     NonFiniteLoss,
     RunLoop,
@@ -57,9 +59,23 @@ from trainers.core.loop import (
     start_run,
 )
 from trainers.core.metrics import MetricsLog
-from trainers.core.sampler import EpochSampler
 from trainers.core.schedule import warmup_cosine
-from trainers.distributed import DistEnv, any_rank, gather_objects, setup, shutdown
+from trainers.core.stream import (
+    Batch,
+    EvalPlan,
+    StreamedDataset,
+    StreamSampler,
+    open_configured,
+    train_sampler,
+)
+from trainers.distributed import (
+    DistEnv,
+    any_rank,
+    gather_objects,
+    gather_rows,
+    setup,
+    shutdown,
+)
 from trainers.torch_ddp.checkpoint import (
     capture_rng_state,
     load_checkpoint,
@@ -131,22 +147,19 @@ class Trainer(RunLoop):
             )
         checkpoint = self._find_checkpoint(resume)
 
-        data = load_configured(cfg.data)
+        data = open_configured(cfg.data)
         self.data = data
         dev = env.device
-        self.train_images = torch.from_numpy(data.train_images).to(dev)
-        self.test_images = torch.from_numpy(data.test_images).to(dev)
-        self.train_labels = (
-            None if data.train_labels is None else torch.from_numpy(data.train_labels).to(dev)
-        )
+        self.train_images = self.test_images = self.train_labels = None
+        if isinstance(data, ImageDataset):  # in memory: the images live on the device
+            self.train_images = torch.from_numpy(data.train_images).to(dev)
+            self.test_images = torch.from_numpy(data.test_images).to(dev)
+            if data.train_labels is not None:
+                self.train_labels = torch.from_numpy(data.train_labels).to(dev)
         mean, std = data.channel_stats()
         self.multicrop = MultiCrop(v, cfg.augment, mean=mean, std=std)
-        self.sampler = EpochSampler(
-            len(data.train_images),
-            per_rank * o.accum_steps,
-            rank=env.rank,
-            world_size=env.world_size,
-            seed=cfg.run.seed,
+        self.sampler = train_sampler(
+            data, cfg, per_rank * o.accum_steps, rank=env.rank, world_size=env.world_size
         )
 
         backbone = initial_backbone(cfg, data.channels)  # identical on every rank
@@ -228,6 +241,8 @@ class Trainer(RunLoop):
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
         self.step, self.train_time = state["step"], state["train_time"]
+        if isinstance(self.sampler, StreamSampler):
+            self.sampler.check(json.loads(state["data_stream"]), self.epoch, self.batch_in_epoch)
         restore_rng_state(state["rng"][self.env.rank])
         if self.env.is_main:
             self.metrics.truncate(state["metrics_count"])
@@ -254,6 +269,9 @@ class Trainer(RunLoop):
             "rng": rng,
             "config": config_to_dict(self.cfg),
         }
+        if isinstance(self.sampler, StreamSampler):
+            position = self.sampler.state(self.epoch, self.batch_in_epoch)
+            state["data_stream"] = json.dumps(position)
         save_checkpoint(rundir.checkpoint_path(self.cfg.run.dir, self.step), state)
         rundir.prune_checkpoints(self.cfg.run.dir, self.cfg.run.keep_checkpoints)
 
@@ -262,18 +280,36 @@ class Trainer(RunLoop):
         if self.env.device.type == "cuda":
             torch.cuda.synchronize(self.env.device)
 
-    def _train_step(self, indices: np.ndarray) -> dict[str, Any]:
-        """One optimiser step on this rank's ``indices``; returns the step's measurements."""
+    def _micro_batches(self, batch: np.ndarray | Batch) -> Iterator[tuple[torch.Tensor, Any]]:
+        """``optim.accum_steps`` chunks ``(images, labels)`` of this rank's batch, on the
+        device: gathered from the resident images, or the streamed ``uint8`` batch / 255."""
+        accum, dev = self.cfg.optim.accum_steps, self.env.device
+        if isinstance(batch, Batch):
+            images = torch.from_numpy(batch.images).to(dev).float().div_(255.0)
+            labels = None if batch.labels is None else torch.from_numpy(batch.labels).to(dev)
+            size = len(images) // accum
+            for micro in range(accum):
+                part = slice(micro * size, (micro + 1) * size)
+                yield images[part], None if labels is None else labels[part]
+            return
+        for chunk in np.split(batch, accum):
+            index = torch.from_numpy(chunk).to(dev)
+            labels = None if self.train_labels is None else self.train_labels[index]
+            yield self.train_images[index], labels
+
+    def _train_step(self, batch: np.ndarray | Batch) -> dict[str, Any]:
+        """One optimiser step on this rank's ``batch``; returns the step's measurements."""
         cfg, env = self.cfg, self.env
         accum = cfg.optim.accum_steps
         start = time.perf_counter()
         data_time = 0.0
         totals = torch.zeros(5, device=env.device)  # total, loss, prediction, sigreg, probe
-        for micro, chunk in enumerate(np.split(indices, accum)):
+        chunks = self._micro_batches(batch)
+        for micro in range(accum):
             t0 = time.perf_counter()
-            index = torch.from_numpy(chunk).to(env.device)
+            images, chunk_labels = next(chunks)
             self.generator.manual_seed(derive_seed(cfg.run.seed, self.step, env.rank, micro))
-            global_views, local_views = self.multicrop(self.train_images[index], self.generator)
+            global_views, local_views = self.multicrop(images, self.generator)
             self._sync()
             data_time += time.perf_counter() - t0
             last = micro == accum - 1
@@ -286,7 +322,7 @@ class Trainer(RunLoop):
                     parts = self.loss_fn(out.global_embeddings, out.local_embeddings)
                     probe_loss = torch.zeros((), device=env.device)
                     if out.probe_logits is not None:
-                        labels = self.train_labels[index].repeat(cfg.views.n_global)
+                        labels = chunk_labels.repeat(cfg.views.n_global)
                         probe_loss = F.cross_entropy(out.probe_logits.flatten(0, 1).float(), labels)
                 total = parts.loss.float() + probe_loss
                 if cfg.debug.nan_at_step == self.step + 1 and cfg.debug.nan_rank in (
@@ -325,27 +361,56 @@ class Trainer(RunLoop):
         }
 
     # ---------------------------------------------------------------- evaluation
-    def _features(self, images: torch.Tensor, head: str) -> torch.Tensor:
-        """Backbone features (``head="backbone"``) or projector embeddings of eval views."""
+    def _features(self, split: str, head: str) -> torch.Tensor:
+        """Backbone features (``head="backbone"``) or projector embeddings of the eval views
+        of ``split`` (``"train"`` or ``"test"``), every rank its share, gathered."""
         net = self.net
 
         def fn(batch: torch.Tensor) -> torch.Tensor:
             features = net.backbone(self.multicrop.eval_view(batch))
             return features if head == "backbone" else net.projector(features)
 
+        if isinstance(self.data, StreamedDataset):
+            return self._streamed_features(fn, self.data, split)
+        images = self.train_images if split == "train" else self.test_images
         return extract(
             fn, images, batch_size=self.cfg.eval.batch_size, env=self.env, context=self._autocast
         )
+
+    def _streamed_features(self, fn: Any, data: StreamedDataset, split: str) -> torch.Tensor:
+        """``fn`` over the streamed ``split``: features are kept, images are not."""
+        cfg, env = self.cfg, self.env
+        index = data.train if split == "train" else data.test
+        plan = EvalPlan(len(index), cfg.eval.batch_size, rank=env.rank, world_size=env.world_size)
+        loader = data.loader(
+            plan,
+            split=split,
+            workers=cfg.data.workers,
+            prefetch=cfg.data.prefetch,
+            bad_files=cfg.data.bad_files,
+        )
+        outs = []
+        with loader.batches() as batches:
+            for batch in batches:
+                images = torch.from_numpy(batch.images).to(env.device).float().div_(255.0)
+                with self._autocast():
+                    outs.append(fn(images).float())
+        if not outs:  # an empty share (more ranks than samples) still has the feature width
+            probe = torch.zeros((1, data.channels, 8, 8), device=env.device)
+            with self._autocast():
+                outs.append(fn(probe).float()[:0])
+        out = torch.cat(outs)
+        return gather_rows(out, env) if env.distributed else out
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
         """Test-split metrics: online probe and k-NN accuracy (labelled data), effective rank
         of the embedding covariance. A collective: every rank must call."""
         self.net.eval()
-        test_features = self._features(self.test_images, "backbone")
+        test_features = self._features("test", "backbone")
         features = predicted = None
         if self.net.probe is not None:
-            train_features = self._features(self.train_images, "backbone")
+            train_features = self._features("train", "backbone")
             predicted = self.net.probe(test_features).argmax(dim=1).cpu().numpy()
             features = (train_features.cpu().numpy(), test_features.cpu().numpy())
         embeddings = self.net.projector(test_features).float().cpu().numpy()
@@ -363,7 +428,7 @@ class Trainer(RunLoop):
     @torch.no_grad()
     def _test_embeddings(self) -> np.ndarray:
         self.net.eval()
-        return self._features(self.test_images, "projector").cpu().numpy()
+        return self._features("test", "projector").cpu().numpy()
 
 
 def configure_torch(cfg: TrainConfig) -> None:

@@ -45,7 +45,13 @@ from trainers.core.stream.sources import (
     is_streamed,
     train_test_indices,
 )
-from trainers.core.stream.training import StreamedDataset, StreamSampler, probe_channels
+from trainers.core.stream.training import (
+    StreamedDataset,
+    StreamSampler,
+    open_configured,
+    probe_channels,
+    train_sampler,
+)
 
 __all__ = [
     "BadImageError",
@@ -67,6 +73,8 @@ __all__ = [
     "index_shards",
     "index_source",
     "is_streamed",
+    "open_configured",
     "probe_channels",
+    "train_sampler",
     "train_test_indices",
 ]

@@ -13,17 +13,27 @@ that runs through epoch boundaries.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from trainers.core.datasets import ImageDataset, load_configured
+from trainers.core.sampler import EpochSampler
 from trainers.core.stream.decode import BadImageError, SampleReader
 from trainers.core.stream.index import SampleIndex
 from trainers.core.stream.loader import Batch, BatchIterator, StreamLoader
 from trainers.core.stream.plan import EvalPlan, TrainPlan
+from trainers.core.stream.sources import is_streamed, train_test_indices
 
-__all__ = ["StreamSampler", "StreamedDataset", "probe_channels"]
+__all__ = [
+    "StreamSampler",
+    "StreamedDataset",
+    "open_configured",
+    "probe_channels",
+    "train_sampler",
+]
 
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 
@@ -191,6 +201,20 @@ class StreamSampler:
         for _ in range(self.batches_per_epoch - start):
             yield next(self._batches)
 
+    def state(self, epoch: int, batch_in_epoch: int) -> dict[str, int]:
+        """The stream position of ``(epoch, batch_in_epoch)`` for a checkpoint (JSON)."""
+        return self.loader.state(epoch * self.batches_per_epoch + batch_in_epoch)
+
+    def check(self, state: Mapping[str, Any], epoch: int, batch_in_epoch: int) -> None:
+        """Raise ``ValueError`` unless ``state`` (from :meth:`state`) is this stream's
+        position ``(epoch, batch_in_epoch)`` (same data, same settings)."""
+        expected = epoch * self.batches_per_epoch + batch_in_epoch
+        if self.loader.restore(state) != expected:
+            raise ValueError(
+                f"the checkpoint's data stream is at batch {state['next_batch']}, "
+                f"its counters at batch {expected}"
+            )
+
     @property
     def skipped(self) -> int:
         """Bad files skipped by the current iterator."""
@@ -201,3 +225,73 @@ class StreamSampler:
         if self._batches is not None:
             self._batches.close()
             self._batches = None
+
+
+def open_configured(data: Any) -> ImageDataset | StreamedDataset:
+    """The dataset a ``data`` configuration section names: in memory or streamed.
+
+    Parameters
+    ----------
+    data : trainers.core.config.DataConfig
+
+    Returns
+    -------
+    ImageDataset or StreamedDataset
+        :class:`StreamedDataset` for ``imagefolder:`` and ``shards:``; the others load into
+        memory (:func:`trainers.core.datasets.load_configured`).
+
+    Raises
+    ------
+    ValueError
+        ``data.test`` with an in-memory source, a streamed source without
+        ``data.image_size``, a source that cannot be indexed, ``data.train_size`` larger
+        than the training split.
+    """
+    if not is_streamed(data.name):
+        if data.test is not None:
+            raise ValueError("data.test applies to streamed sources (imagefolder:, shards:) only")
+        return load_configured(data)
+    if data.image_size is None:
+        raise ValueError(
+            f"data.name {data.name!r} is streamed: set data.image_size (the side every image "
+            "is resized and centre-cropped to)"
+        )
+    train, test = train_test_indices(
+        data.name, data.test, test_fraction=data.test_fraction, split_seed=data.split_seed
+    )
+    if data.train_size is not None:
+        if not 1 <= data.train_size <= len(train):
+            raise ValueError(
+                f"data.train_size must be in [1, {len(train)}] (the training split), "
+                f"got {data.train_size}"
+            )
+        keep = np.random.default_rng(data.split_seed).permutation(len(train))[: data.train_size]
+        train = train.subset(np.sort(keep))
+    return StreamedDataset.build(train, test, image_size=data.image_size, seed=data.split_seed)
+
+
+def train_sampler(
+    data: ImageDataset | StreamedDataset, cfg: Any, batch_size: int, *, rank: int, world_size: int
+) -> EpochSampler | StreamSampler:
+    """This rank's sampler: indices of in-memory data, decoded batches of streamed data.
+
+    Parameters
+    ----------
+    data : ImageDataset or StreamedDataset
+    cfg : trainers.core.config.TrainConfig
+        ``run.seed``, ``optim.epochs`` and the ``data`` stream options.
+    batch_size : int
+        Samples per rank and step.
+    rank, world_size : int
+    """
+    if isinstance(data, ImageDataset):
+        return EpochSampler(
+            len(data.train_images), batch_size, rank=rank, world_size=world_size, seed=cfg.run.seed
+        )
+    plan = TrainPlan(
+        len(data.train), batch_size, rank=rank, world_size=world_size, seed=cfg.run.seed
+    )
+    loader = data.loader(
+        plan, workers=cfg.data.workers, prefetch=cfg.data.prefetch, bad_files=cfg.data.bad_files
+    )
+    return StreamSampler(loader, cfg.optim.epochs)
