@@ -96,12 +96,12 @@ class TrainPlan:
         return out
 
     def settings(self) -> dict[str, int]:
-        """The integers that fix every batch (stored with an iterator position)."""
+        """The integers that fix the batches of every rank (stored with an iterator
+        position; the same on all ranks, so one rank's checkpoint serves them all)."""
         return {
             "num_samples": self.num_samples,
             "batch_size": self.batch_size,
             "world_size": self.world_size,
-            "rank": self.rank,
             "seed": self.seed,
         }
 
@@ -148,5 +148,4 @@ class EvalPlan:
             "num_samples": self.num_samples,
             "batch_size": self.batch_size,
             "world_size": self.world_size,
-            "rank": self.rank,
         }
