@@ -303,7 +303,7 @@ def test_restore_refuses_other_data_or_settings(tmp_path):
     wider = StreamLoader(
         index, TrainPlan(8, 2, rank=0, world_size=2, seed=0), image_size=4, workers=0
     )
-    with pytest.raises(ValueError, match="world_size was 1"):
+    with pytest.raises(ValueError, match="global_batch was 2"):
         wider.restore(state)
     make_folder(tmp_path / "other", {"x": 8})
     other = index_source(f"imagefolder:{tmp_path / 'other'}")

@@ -8,15 +8,12 @@ epoch across 2 processes over unequal shards); here the trainer's use of the str
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
 import subprocess
-import tarfile
 import time
 
-import numpy as np
 import pytest
 from run_helpers import ROOT, read_records, subprocess_env, without_timing
 
@@ -25,11 +22,10 @@ pytest.importorskip("timm")
 pytest.importorskip("PIL")
 yaml = pytest.importorskip("yaml")
 
-from PIL import Image  # noqa: E402
+from stream_images import make_folder, make_shards  # noqa: E402
 from test_trainer_runs import _command, _descendants  # noqa: E402
 
 TIMEOUT = 300
-CLASSES, PER_CLASS = 3, 40  # 120 images; test_fraction 0.2 leaves 96 to train on
 TINY = {
     "data": {"image_size": 8, "workers": 1, "prefetch": 2},
     "views": {"n_global": 2, "n_local": 2, "global_size": 8, "local_size": 4},
@@ -41,44 +37,6 @@ TINY = {
     "run": {"threads": 1, "deterministic": True, "ckpt_every_steps": 2, "log_every_steps": 1},
 }
 STEPS_PER_EPOCH = 96 // 20  # 4 whole global batches; the 16 left over open the next epoch
-
-
-def image_bytes(label: int, rng: np.random.Generator, fmt: str = "PNG") -> bytes:
-    """A 12x12 image whose colour says its class (so a k-NN can learn it)."""
-    pixels = np.zeros((12, 12, 3))
-    pixels[..., label % 3] = 200
-    pixels = np.clip(pixels + rng.normal(0, 30, pixels.shape), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def make_folder(root, per_class: int = PER_CLASS, seed: int = 0, prefix: str = "class") -> str:
-    rng = np.random.default_rng(seed)
-    for c in range(CLASSES):
-        os.makedirs(os.path.join(root, f"{prefix}{c}"), exist_ok=True)
-        for i in range(per_class):
-            with open(os.path.join(root, f"{prefix}{c}", f"{i:03d}.png"), "wb") as fh:
-                fh.write(image_bytes(c, rng))
-    return f"imagefolder:{root}"
-
-
-def make_shards(root, sizes: list[int]) -> str:
-    rng = np.random.default_rng(1)
-    os.makedirs(root, exist_ok=True)
-    n = 0
-    for number, size in enumerate(sizes):
-        with tarfile.open(os.path.join(root, f"part-{number:02d}.tar"), "w") as tar:
-            for _ in range(size):
-                for name, data in (
-                    (f"{n:05d}.jpg", image_bytes(n % CLASSES, rng, "JPEG")),
-                    (f"{n:05d}.cls", str(n % CLASSES).encode()),
-                ):
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-                n += 1
-    return f"shards:{root}/part-{{00..{len(sizes) - 1:02d}}}.tar"
 
 
 def write_config(folder) -> str:
@@ -119,7 +77,7 @@ def test_two_process_run_on_a_streamed_folder(reference):
     state = torch.load(os.path.join(run_dir, "ckpt_00000012.pt"), weights_only=True)
     stream = json.loads(state["data_stream"])
     assert stream["next_batch"] == 12 and stream["num_samples"] == 96
-    assert stream["world_size"] == 2 and stream["batch_size"] == 10
+    assert stream["global_batch"] == 20
 
 
 def test_kill9_mid_epoch_then_resume_matches_uninterrupted_run(reference, tmp_path):

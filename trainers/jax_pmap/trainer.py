@@ -35,17 +35,24 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from trainers.core import loop, rundir
 from trainers.core.config import TrainConfig, config_parser, config_to_dict, load_config
-from trainers.core.datasets import load_dataset
+from trainers.core.datasets import ImageDataset
 from trainers.core.metrics import MetricsLog
 from trainers.core.probes import configured_linear_eval
-from trainers.core.sampler import EpochSampler
 from trainers.core.schedule import warmup_cosine
+from trainers.core.stream import (
+    Batch,
+    EvalPlan,
+    StreamSampler,
+    open_configured,
+    train_sampler,
+)
 from trainers.jax_pmap.parallel import KINDS
 
 __all__ = ["Trainer", "init_jax", "main", "parser"]
@@ -118,21 +125,12 @@ class Trainer(loop.RunLoop):
         run_dir = cfg.run.dir
         checkpoint = loop.resolve_resume(resume, rundir.latest_checkpoint(run_dir, SUFFIX), run_dir)
 
-        data = load_dataset(
-            cfg.data.name,
-            test_fraction=cfg.data.test_fraction,
-            split_seed=cfg.data.split_seed,
-            image_size=cfg.data.image_size,
-        )
+        data = open_configured(cfg.data)
         self.data, self.has_probe = data, data.labelled
         mean, std = data.channel_stats()
         self.multicrop = MultiCrop(cfg.views, cfg.augment, mean=mean, std=std)
-        self.sampler = EpochSampler(
-            len(data.train_images),
-            o.batch_size // n_proc,
-            rank=self.process,
-            world_size=n_proc,
-            seed=cfg.run.seed,
+        self.sampler = train_sampler(
+            data, cfg, o.batch_size // n_proc, rank=self.process, world_size=n_proc
         )
 
         def net(axis_name):
@@ -192,21 +190,29 @@ class Trainer(loop.RunLoop):
                 )
         else:
             self._restore(checkpoint)
-        self.images = parallel.replicate(data.train_images.astype(self.dtype))
-        labels = data.train_labels if data.labelled else np.zeros(len(data.train_images), int)
-        self.labels = parallel.replicate(labels.astype(np.int32))
-        self._views = parallel.compile(self._views_fn, "rbs", "vv")
-        self._update = parallel.compile(self._update_fn, "rvvrbsss", "rr")
+        if isinstance(data, ImageDataset):  # in memory: the images live on every device
+            self.images = parallel.replicate(data.train_images.astype(self.dtype))
+            labels = data.train_labels if data.labelled else np.zeros(len(data.train_images), int)
+            self.labels = parallel.replicate(labels.astype(np.int32))
+            self._views = parallel.compile(self._views_fn, "rbs", "vv")
+            self._update = parallel.compile(self._update_fn, "rvvrbsss", "rr")
+        else:  # streamed: each step's images (and labels) arrive split over the devices
+            self._views = parallel.compile(self._batch_views_fn, "bbs", "vv")
+            self._update = parallel.compile(self._update_fn, "rvvbbsss", "rr")
         self._jit_features = jax.jit(self._features_fn, static_argnames="head")
 
     # ---------------------------------------------------------- per-device programs
     def _views_fn(self, images, indices, step):
         """Views of this device's samples; keys from ``(seed, step, dataset index)``."""
+        return self._batch_views_fn(images[indices], indices, step)
+
+    def _batch_views_fn(self, images, indices, step):
+        """Views of ``images`` (this device's samples, dataset ``indices``)."""
         import jax
 
         base = jax.random.fold_in(jax.random.key(loop.derive_seed(self.cfg.run.seed, 4)), step)
         keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(indices)
-        g, loc = self.multicrop(images[indices], keys)
+        g, loc = self.multicrop(images, keys)
         return g, loc
 
     def _update_fn(self, state, global_views, local_views, labels, indices, step, lr, poison):
@@ -298,6 +304,8 @@ class Trainer(loop.RunLoop):
         self.state = self.parallel.replicate(host_state)
         self.epoch, self.batch_in_epoch = meta["epoch"], meta["batch_in_epoch"]
         self.step, self.train_time = meta["step"], meta["train_time"]
+        if isinstance(self.sampler, StreamSampler):
+            self.sampler.check(meta["data_stream"], self.epoch, self.batch_in_epoch)
         if self.is_main:
             self.metrics.truncate(meta["metrics_count"])
 
@@ -321,6 +329,8 @@ class Trainer(loop.RunLoop):
             "world_size": self.parallel.num_devices,
             "config": config_to_dict(self.cfg),
         }
+        if isinstance(self.sampler, StreamSampler):
+            meta["data_stream"] = self.sampler.state(self.epoch, self.batch_in_epoch)
         payload = serialization.msgpack_serialize(
             {"meta": json.dumps(meta), "state": serialization.to_state_dict(state)}
         )
@@ -331,14 +341,28 @@ class Trainer(loop.RunLoop):
         rundir.prune_checkpoints(run_dir, self.cfg.run.keep_checkpoints, SUFFIX)
 
     # ---------------------------------------------------------------- training
-    def _train_step(self, indices: np.ndarray) -> dict[str, Any]:
+    def _step_inputs(self, batch: np.ndarray | Batch, step: Any) -> tuple[Any, Any, Any]:
+        """``(views, labels, label positions)`` of this process's batch, on the devices: the
+        views of the resident images at the batch's indices, or of the streamed batch."""
         import jax
 
+        par = self.parallel
+        if not isinstance(batch, Batch):
+            idx = par.split(batch.astype(np.int32))
+            return jax.block_until_ready(self._views(self.images, idx, step)), self.labels, idx
+        images = par.split(batch.images.astype(self.dtype) / np.asarray(255, self.dtype))
+        keys = par.split(batch.indices.astype(np.int32))
+        views = jax.block_until_ready(self._views(images, keys, step))
+        n = len(batch.indices)
+        labels = np.zeros(n, np.int32) if batch.labels is None else batch.labels.astype(np.int32)
+        positions = np.tile(np.arange(n // par.num_local, dtype=np.int32), par.num_local)
+        return views, par.split(labels), par.split(positions)
+
+    def _train_step(self, batch: np.ndarray | Batch) -> dict[str, Any]:
         cfg, par = self.cfg, self.parallel
         start = time.perf_counter()
-        idx = par.split(indices.astype(np.int32))
         step = par.scalar(self.step, np.int32)
-        views = jax.block_until_ready(self._views(self.images, idx, step))
+        views, labels, idx = self._step_inputs(batch, step)
         data_time = time.perf_counter() - start
         lr = cfg.optim.lr * warmup_cosine(
             self.step,
@@ -354,7 +378,7 @@ class Trainer(loop.RunLoop):
         new_state, totals = self._update(
             self.state,
             *views,
-            self.labels,
+            labels,
             idx,
             step,
             par.scalar(lr, self.dtype),
@@ -382,12 +406,35 @@ class Trainer(loop.RunLoop):
         state = self.host_state()
         return {"params": state["params"], "batch_stats": state["batch_stats"]}
 
-    def _features(self, variables, images: np.ndarray, head: str) -> np.ndarray:
-        """Backbone features or projector embeddings of the evaluation views, float32."""
+    def _eval_batches(self, split: str) -> Iterator[np.ndarray]:
+        """The images of ``split`` (``"train"``/``"test"``) in batches of ``eval.batch_size``:
+        slices of the arrays in memory, or streamed and decoded (every process reads all)."""
+        cfg, data = self.cfg, self.data
+        size = cfg.eval.batch_size
+        if isinstance(data, ImageDataset):
+            images = data.train_images if split == "train" else data.test_images
+            for start in range(0, len(images), size):
+                yield images[start : start + size]
+            return
+        index = data.train if split == "train" else data.test
+        plan = EvalPlan(len(index), size, rank=0, world_size=1)
+        loader = data.loader(
+            plan,
+            split=split,
+            workers=cfg.data.workers,
+            prefetch=cfg.data.prefetch,
+            bad_files=cfg.data.bad_files,
+        )
+        with loader.batches() as batches:
+            for batch in batches:
+                yield batch.images.astype(np.float32) / np.float32(255)
+
+    def _features(self, variables, split: str, head: str) -> np.ndarray:
+        """Backbone features or projector embeddings of the evaluation views of ``split``,
+        float32; features are kept, images are not."""
         size = self.cfg.eval.batch_size
         outs = []
-        for start in range(0, len(images), size):
-            chunk = images[start : start + size]
+        for chunk in self._eval_batches(split):
             padded = np.zeros((size, *chunk.shape[1:]), chunk.dtype)
             padded[: len(chunk)] = chunk
             out = self._jit_features(variables, padded.astype(self.dtype), head=head)
@@ -401,16 +448,16 @@ class Trainer(loop.RunLoop):
         from trainers.jax_pmap.models import LeJEPANet
 
         variables = self._variables()
-        test = self._features(variables, self.data.test_images, "backbone")
+        test = self._features(variables, "test", "backbone")
         features = predicted = None
         if self.has_probe:
-            train = self._features(variables, self.data.train_images, "backbone")
+            train = self._features(variables, "train", "backbone")
             logits = self.eval_net.apply(
                 variables, test.astype(self.dtype), method=LeJEPANet.classify
             )
             predicted = np.asarray(jax.device_get(logits)).argmax(axis=1)
             features = (train, test)
-        embeddings = self._features(variables, self.data.test_images, "projector")
+        embeddings = self._features(variables, "test", "projector")
         return loop.eval_record(
             self.cfg,
             self.data,
@@ -422,7 +469,7 @@ class Trainer(loop.RunLoop):
         )
 
     def _test_embeddings(self) -> np.ndarray:
-        return self._features(self._variables(), self.data.test_images, "projector")
+        return self._features(self._variables(), "test", "projector")
 
     def _summary_extras(self) -> dict[str, Any]:
         """``linear_acc``: :func:`trainers.core.probes.linear_eval` of the final backbone."""
@@ -432,8 +479,8 @@ class Trainer(loop.RunLoop):
         result = configured_linear_eval(
             self.cfg,
             self.data,
-            self._features(variables, self.data.train_images, "backbone"),
-            self._features(variables, self.data.test_images, "backbone"),
+            self._features(variables, "train", "backbone"),
+            self._features(variables, "test", "backbone"),
         )
         return {"linear_acc": result.accuracy}
 

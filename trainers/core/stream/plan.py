@@ -96,12 +96,12 @@ class TrainPlan:
         return out
 
     def settings(self) -> dict[str, int]:
-        """The integers that fix the batches of every rank (stored with an iterator
-        position; the same on all ranks, so one rank's checkpoint serves them all)."""
+        """The integers that fix the global batches (stored with an iterator position). The
+        same on all ranks, so one rank's checkpoint serves them all, and under any split
+        of the global batch over ranks (rank ``r`` of ``W`` reads its slice)."""
         return {
             "num_samples": self.num_samples,
-            "batch_size": self.batch_size,
-            "world_size": self.world_size,
+            "global_batch": self.batch_size * self.world_size,
             "seed": self.seed,
         }
 
