@@ -14,7 +14,11 @@ temporary folder (deleted afterwards; nothing is committed), then measures
 * peak resident memory (``ru_maxrss``) of a fresh process streaming one whole epoch of the
   first ``--small`` images and of all of them: the main process and the largest worker.
   It must not grow with the number of images (the decoded images live only in the
-  prefetch queues); the last column says what the in-memory float32 path would hold.
+  prefetch queues); the last column says what the in-memory float32 path would hold;
+* the data-wait fraction (``data_time_fraction`` of the run summary: waiting for a batch,
+  moving it to the device and making the views, over the step time) of the demo model
+  (``trainers/configs/digits_demo.yaml``) trained ``--train-steps`` steps in one process on
+  the in-memory digits and on the generated folder with 0 and 1 workers.
 
 Usage::
 
@@ -28,6 +32,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -128,6 +133,38 @@ def child_rss(root: str, count: int, workers: int, size: int) -> None:
     print(json.dumps({"main": own, "worker": worker}))
 
 
+def train_run(source: str | None, workers: int, steps: int, folder: str) -> dict[str, float]:
+    """The demo model (trainers/configs/digits_demo.yaml) trained for ``steps`` steps of 128
+    in one process on ``source`` (``None``: the in-memory digits): the summary's
+    ``data_time_fraction`` and ``imgs_per_s``."""
+    run_dir = os.path.join(folder, f"run-{workers}-{source is None}")
+    overrides = [
+        "--config",
+        os.path.join(REPO, "trainers", "configs", "digits_demo.yaml"),
+        f"run.dir={run_dir}",
+        "optim.epochs=1",
+        "eval.every_epochs=1",
+        "run.progress=false",
+    ]
+    if source is not None:
+        overrides += [
+            f"data.name={source}",
+            "data.image_size=16",
+            f"data.train_size={steps * 128}",
+            f"data.workers={workers}",
+        ]
+    subprocess.run(
+        [sys.executable, "-m", "trainers.torch_ddp", *overrides],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        check=True,
+        capture_output=True,
+    )
+    with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
+        summary = [json.loads(line) for line in fh][-1]
+    return {key: summary[key] for key in ("data_time_fraction", "imgs_per_s", "step")}
+
+
 def peak_rss(root: str, count: int, workers: int, size: int) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", root, str(count), str(workers), str(size)],
@@ -147,6 +184,9 @@ def main() -> None:
     parser.add_argument("--max-workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--measure", type=int, default=4096, help="images per measurement")
     parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument(
+        "--train-steps", type=int, default=20, help="steps of the demo-model run (0: skip)"
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -186,6 +226,24 @@ def main() -> None:
             rss = peak_rss(root, count, workers, args.size)
             held = count * 3 * args.size**2 * 4 / 2**20
             print(f"| {count} | {rss['main']:.0f} | {rss['worker']:.0f} | {held:.0f} |")
+        if args.train_steps:
+            print(
+                f"\nDemo model (digits_demo.yaml, 1 process, 1 thread), {args.train_steps} steps "
+                "of 128 at 16x16 px: share of the step time spent waiting for / preparing data\n"
+            )
+            print("| data | workers | steps | data-wait fraction | images/s |")
+            print("|---|---|---|---|---|")
+            rows = [("digits in memory", None, 0)]
+            rows += [("streamed JPEG folder", f"imagefolder:{root}", w) for w in (0, 1)]
+            runs = tempfile.mkdtemp(prefix="bench_data_runs_")
+            for label, source, workers in rows:
+                r = train_run(source, workers, args.train_steps, runs)
+                shown = "-" if source is None else str(workers)
+                print(
+                    f"| {label} | {shown} | {r['step']} | {r['data_time_fraction']:.2f} | "
+                    f"{r['imgs_per_s']:.0f} |"
+                )
+            shutil.rmtree(runs)
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -221,6 +221,8 @@ def test_bad_feature_files(tmp_path, arrays, message):
         ("model.backbone=smallcnn", "model.backbone must be 'mlp'"),
         ("run.precision=bf16", "run.precision must be"),
         ("optim.accum_steps=2", "optim.accum_steps must be 1"),
+        ("data.name=shards:/x/train-{0..1}.tar", "holds its data in memory"),
+        ("data.test=imagefolder:/x", "holds its data in memory"),
     ],
 )
 def test_rejected_options(tmp_path, capsys, override, message):

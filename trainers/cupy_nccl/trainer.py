@@ -144,6 +144,11 @@ class Trainer(RunLoop):
         self.dtype = getattr(xp, _DTYPES[cfg.run.precision])
         self.collective = make_collective(device, env)
 
+        if cfg.data.name.startswith("shards:") or cfg.data.test is not None:
+            raise ValueError(
+                "trainers.cupy_nccl holds its data in memory (imagefolder: included): "
+                "data.name=shards:... and data.test are for the torch and JAX trainers"
+            )
         data = load_vectors(
             cfg.data.name,
             test_fraction=cfg.data.test_fraction,
