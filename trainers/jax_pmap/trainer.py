@@ -11,7 +11,9 @@ the run directory holds the same ``config.yaml``, ``run_info.json``, ``metrics.j
 plots and summary, and checkpoints ``ckpt_*.msgpack`` (Flax msgpack, written atomically).
 
 One optimiser step: every device takes its share of the global batch (the process's
-:class:`trainers.core.sampler.EpochSampler` batch split over its devices), makes the multi-crop
+:class:`trainers.core.sampler.EpochSampler` batch split over its devices; for
+``imagefolder:``/``shards:`` sources the process's decoded batch from
+:mod:`trainers.core.stream`), makes the multi-crop
 views in jitted ``jax.numpy`` (:mod:`trainers.jax_pmap.views`; every sample's key comes from
 ``(run.seed, step, dataset index)``), embeds them with the Flax network
 (:mod:`trainers.jax_pmap.models`, synchronised batch norm), and computes
