@@ -14,8 +14,8 @@ every option.
 One optimiser step: the rank's batch indices (:mod:`trainers.core.sampler`) select images
 that live on the device (for ``imagefolder:``/``shards:`` sources the rank's decoded ``uint8``
 batch arrives from :mod:`trainers.core.stream` worker processes instead);
-:class:`trainers.torch_ddp.views.MultiCrop` makes the global and local views in batched tensor ops; the network (:class:`trainers.torch_ddp.models.LeJEPANet`)
-embeds them; the loss is ``LeJEPALoss(global, local).loss`` plus the online probe's
+:class:`trainers.torch_ddp.views.MultiCrop` makes the global and local views in batched
+tensor ops; the network (:class:`trainers.torch_ddp.models.LeJEPANet`) embeds them; the loss is ``LeJEPALoss(global, local).loss`` plus the online probe's
 cross-entropy on detached features. Every step checks, across all ranks, that the loss is
 finite; if not, every rank stops, the last good checkpoint stays, and the process exits with
 status 3.
