@@ -14,6 +14,7 @@ import sys
 import tarfile
 import tracemalloc
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -226,7 +227,7 @@ def test_train_plan_equals_epoch_sampler_when_the_global_batch_divides_the_data(
 def test_plans_reject_bad_settings():
     with pytest.raises(ValueError, match="exceeds the 5 training samples"):
         TrainPlan(5, 3, rank=0, world_size=2, seed=0)
-    with pytest.raises(ValueError, match="rank must be in"):
+    with pytest.raises(ValueError, match="need 0 <= rank < world_size"):
         EvalPlan(5, 3, rank=2, world_size=2)
     with pytest.raises(ValueError, match="batch number"):
         TrainPlan(5, 1, rank=0, world_size=1, seed=0).indices(-1)
@@ -459,7 +460,8 @@ def test_stream_sampler_runs_through_epochs_and_resumes_mid_epoch(tmp_path):
 
     def sampler() -> StreamSampler:
         plan = TrainPlan(len(index), 2, rank=0, world_size=2, seed=1)
-        return StreamSampler(data.loader(plan, workers=0, prefetch=1, bad_files="skip"), 3)
+        options = SimpleNamespace(workers=0, prefetch=1, bad_files="skip")
+        return StreamSampler(data.loader(plan, options), 3)
 
     whole = sampler()
     assert whole.batches_per_epoch == 3

@@ -50,7 +50,6 @@ from trainers.core.probes import configured_linear_eval
 from trainers.core.schedule import warmup_cosine
 from trainers.core.stream import (
     Batch,
-    EvalPlan,
     StreamSampler,
     open_configured,
     train_sampler,
@@ -418,16 +417,7 @@ class Trainer(loop.RunLoop):
             for start in range(0, len(images), size):
                 yield images[start : start + size]
             return
-        index = data.train if split == "train" else data.test
-        plan = EvalPlan(len(index), size, rank=0, world_size=1)
-        loader = data.loader(
-            plan,
-            split=split,
-            workers=cfg.data.workers,
-            prefetch=cfg.data.prefetch,
-            bad_files=cfg.data.bad_files,
-        )
-        with loader.batches() as batches:
+        with data.eval_batches(split, cfg.data, size) as batches:
             for batch in batches:
                 yield batch.images.astype(np.float32) / np.float32(255)
 

@@ -11,14 +11,14 @@ default process group (NCCL on CUDA, gloo on CPU, multi-node through torchrun's 
 ``backends.torch.TorchDistributedCollective``. ``python -m trainers.torch_ddp --help`` lists
 every option.
 
-One optimiser step: the rank's batch indices (:mod:`trainers.core.sampler`) select images
-that live on the device (for ``imagefolder:``/``shards:`` sources the rank's decoded ``uint8``
-batch arrives from :mod:`trainers.core.stream` worker processes instead);
-:class:`trainers.torch_ddp.views.MultiCrop` makes the global and local views in batched
-tensor ops; the network (:class:`trainers.torch_ddp.models.LeJEPANet`) embeds them; the loss is ``LeJEPALoss(global, local).loss`` plus the online probe's
-cross-entropy on detached features. Every step checks, across all ranks, that the loss is
-finite; if not, every rank stops, the last good checkpoint stays, and the process exits with
-status 3.
+One optimiser step: the rank's batch indices (:mod:`trainers.core.sampler`) select images that
+live on the device (for ``imagefolder:``/``shards:`` sources the rank's decoded ``uint8`` batch
+arrives from :mod:`trainers.core.stream` worker processes instead);
+:class:`trainers.torch_ddp.views.MultiCrop` makes the global and local views in batched tensor
+ops; the network (:class:`trainers.torch_ddp.models.LeJEPANet`) embeds them; the loss is
+``LeJEPALoss(global, local).loss`` plus the online probe's cross-entropy on detached features.
+Every step checks, across all ranks, that the loss is finite; if not, every rank stops, the last
+good checkpoint stays, and the process exits with status 3.
 
 Run directory (``run.dir``): ``config.yaml``, ``run_info.json`` (git SHA), ``metrics.jsonl``,
 ``ckpt_*.pt`` and, at the end, ``loss.png``, ``accuracy.png`` and ``spectrum.png``. The
@@ -63,7 +63,6 @@ from trainers.core.metrics import MetricsLog
 from trainers.core.schedule import warmup_cosine
 from trainers.core.stream import (
     Batch,
-    EvalPlan,
     StreamedDataset,
     StreamSampler,
     open_configured,
@@ -381,17 +380,11 @@ class Trainer(RunLoop):
     def _streamed_features(self, fn: Any, data: StreamedDataset, split: str) -> torch.Tensor:
         """``fn`` over the streamed ``split``: features are kept, images are not."""
         cfg, env = self.cfg, self.env
-        index = data.train if split == "train" else data.test
-        plan = EvalPlan(len(index), cfg.eval.batch_size, rank=env.rank, world_size=env.world_size)
-        loader = data.loader(
-            plan,
-            split=split,
-            workers=cfg.data.workers,
-            prefetch=cfg.data.prefetch,
-            bad_files=cfg.data.bad_files,
-        )
         outs = []
-        with loader.batches() as batches:
+        batches = data.eval_batches(
+            split, cfg.data, cfg.eval.batch_size, rank=env.rank, world_size=env.world_size
+        )
+        with batches:
             for batch in batches:
                 images = torch.from_numpy(batch.images).to(env.device).float().div_(255.0)
                 with self._autocast():

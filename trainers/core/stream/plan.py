@@ -24,14 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from trainers.core.sampler import check_batches
+
 __all__ = ["EvalPlan", "TrainPlan"]
-
-
-def _check_rank(rank: int, world_size: int, batch_size: int) -> None:
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
 
 class TrainPlan:
@@ -57,12 +52,7 @@ class TrainPlan:
     def __init__(
         self, num_samples: int, batch_size: int, *, rank: int, world_size: int, seed: int
     ) -> None:
-        _check_rank(rank, world_size, batch_size)
-        if batch_size * world_size > num_samples:
-            raise ValueError(
-                f"the global batch ({batch_size} per rank x {world_size} ranks) exceeds the "
-                f"{num_samples} training samples; lower optim.batch_size"
-            )
+        check_batches(num_samples, batch_size, rank, world_size)
         self.num_samples, self.batch_size = num_samples, batch_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self._permutations: dict[int, np.ndarray] = {}
@@ -123,7 +113,11 @@ class EvalPlan:
     """
 
     def __init__(self, num_samples: int, batch_size: int, *, rank: int, world_size: int) -> None:
-        _check_rank(rank, world_size, batch_size)
+        if not 0 <= rank < world_size or batch_size < 1:
+            raise ValueError(
+                f"need 0 <= rank < world_size and batch_size >= 1, got rank {rank}, "
+                f"world_size {world_size}, batch_size {batch_size}"
+            )
         self.num_samples, self.batch_size = num_samples, batch_size
         self.rank, self.world_size = rank, world_size
         base, extra = divmod(num_samples, world_size)

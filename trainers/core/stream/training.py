@@ -146,26 +146,28 @@ class StreamedDataset:
         """Per-channel mean and standard deviation (``float32``, estimated)."""
         return self.mean, self.std
 
-    def loader(
-        self,
-        plan: TrainPlan | EvalPlan,
-        *,
-        split: str = "train",
-        workers: int | None,
-        prefetch: int,
-        bad_files: str,
-    ) -> StreamLoader:
-        """A :class:`StreamLoader` of ``split`` (``"train"`` or ``"test"``) following ``plan``."""
-        index = self.train if split == "train" else self.test
+    def loader(self, plan: TrainPlan | EvalPlan, options: Any, split: str = "train"):
+        """A :class:`StreamLoader` of ``split`` (``"train"`` or ``"test"``) following ``plan``,
+        with the ``workers``, ``prefetch`` and ``bad_files`` of ``options`` (a
+        :class:`~trainers.core.config.DataConfig`)."""
         return StreamLoader(
-            index,
+            self.train if split == "train" else self.test,
             plan,
             image_size=self.image_size,
             channels=self.channels,
-            workers=workers,
-            prefetch=prefetch,
-            bad_files=bad_files,
+            workers=options.workers,
+            prefetch=options.prefetch,
+            bad_files=options.bad_files,
         )
+
+    def eval_batches(
+        self, split: str, options: Any, batch_size: int, *, rank: int = 0, world_size: int = 1
+    ) -> BatchIterator:
+        """Every image of ``split`` once, in order: this rank's contiguous share
+        (:class:`EvalPlan`) in batches of ``batch_size`` (close it, or use ``with``)."""
+        index = self.train if split == "train" else self.test
+        plan = EvalPlan(len(index), batch_size, rank=rank, world_size=world_size)
+        return self.loader(plan, options, split).batches()
 
 
 class StreamSampler:
@@ -291,7 +293,5 @@ def train_sampler(
     plan = TrainPlan(
         len(data.train), batch_size, rank=rank, world_size=world_size, seed=cfg.run.seed
     )
-    loader = data.loader(
-        plan, workers=cfg.data.workers, prefetch=cfg.data.prefetch, bad_files=cfg.data.bad_files
-    )
+    loader = data.loader(plan, cfg.data)
     return StreamSampler(loader, cfg.optim.epochs)
