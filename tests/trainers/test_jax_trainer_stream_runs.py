@@ -30,7 +30,7 @@ pytest.importorskip("PIL")
 yaml = pytest.importorskip("yaml")
 
 from stream_images import make_folder  # noqa: E402
-from test_jax_trainer_runs import ROOT, TIMING, _command, _env, _free_port  # noqa: E402
+from test_jax_trainer_runs import ROOT, TIMING, _command, _env, two_processes  # noqa: E402
 
 TIMEOUT = 600
 TINY = {
@@ -74,39 +74,9 @@ def runs(tmp_path_factory):
     ref_dir, split_dir = str(folder / "ref"), str(folder / "split")
     out = {"ref_dir": ref_dir, "split_dir": split_dir}
     out["ref"] = run(f"run.dir={ref_dir}", "--num-cpu-devices", "2")
-    port = _free_port()
-    procs = [
-        subprocess.Popen(
-            _command(
-                *base,
-                f"run.dir={split_dir}",
-                "debug.nan_at_step=7",
-                "debug.nan_rank=1",
-                "--coordinator-address",
-                f"127.0.0.1:{port}",
-                "--num-processes",
-                "2",
-                "--process-id",
-                str(i),
-            ),
-            cwd=ROOT,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    out["split"] = []
-    try:
-        for proc in procs:
-            _, stderr = proc.communicate(timeout=TIMEOUT)
-            out["split"].append((proc.returncode, stderr))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    out["split"] = two_processes(
+        *base, f"run.dir={split_dir}", "debug.nan_at_step=7", "debug.nan_rank=1"
+    )
     out["checkpoints"] = sorted(f for f in os.listdir(split_dir) if f.startswith("ckpt_"))
     out["resumed"] = run(f"run.dir={split_dir}", "--num-cpu-devices", "2", "--resume", "auto")
     return out
@@ -122,7 +92,8 @@ def test_streamed_reference_run(runs):
 
 
 def test_two_processes_stop_on_a_nan_and_resume_matches_the_reference(runs):
-    assert [code for code, _ in runs["split"]] == [3, 3], runs["split"][1][1][-4000:]
+    codes = [r["returncode"] for r in runs["split"]]
+    assert codes == [3, 3], runs["split"][1]["stderr"][-4000:]
     assert runs["checkpoints"][-1] == "ckpt_00000006.msgpack"
     assert runs["resumed"].returncode == 0, runs["resumed"].stderr[-4000:]
     ref, resumed = _records(runs["ref_dir"]), _records(runs["split_dir"])

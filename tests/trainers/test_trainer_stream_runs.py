@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 
 import pytest
-from run_helpers import ROOT, read_records, subprocess_env, without_timing
+from run_helpers import ROOT, kill_tree_when, read_records, subprocess_env, without_timing
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
@@ -23,7 +21,7 @@ pytest.importorskip("PIL")
 yaml = pytest.importorskip("yaml")
 
 from stream_images import make_folder, make_shards  # noqa: E402
-from test_trainer_runs import _command, _descendants  # noqa: E402
+from test_trainer_runs import _command  # noqa: E402
 
 TIMEOUT = 300
 TINY = {
@@ -92,22 +90,8 @@ def test_kill9_mid_epoch_then_resume_matches_uninterrupted_run(reference, tmp_pa
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    target = os.path.join(run_dir, "ckpt_00000006.pt")  # mid-epoch 2 (4 steps per epoch)
-    deadline = time.monotonic() + TIMEOUT
-    try:
-        while not os.path.exists(target) and victim.poll() is None:
-            assert time.monotonic() < deadline, "no checkpoint in time"
-            time.sleep(0.01)
-        for pid in [*_descendants(victim.pid), victim.pid]:  # the data workers too
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    finally:
-        if victim.poll() is None:
-            victim.kill()
-        victim.wait()
-    assert victim.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    # mid-epoch 2 (4 steps per epoch); the data workers are killed too
+    kill_tree_when(victim, os.path.join(run_dir, "ckpt_00000006.pt"), TIMEOUT)
     assert not any(r["kind"] == "summary" for r in read_records(run_dir))
     resumed = run(_command(2, *args, "--resume", "auto"))
     assert resumed.returncode == 0, resumed.stderr[-4000:]
