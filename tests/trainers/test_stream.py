@@ -380,6 +380,18 @@ def test_bad_files_fatal_when_asked(tmp_path, workers):
             collect(skipping, 0, None)
 
 
+def test_default_workers_share_the_cpus_among_the_ranks_of_a_machine(monkeypatch):
+    from trainers.core.stream import default_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_workers() == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert default_workers() == 7
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "64")
+    assert default_workers() == 1
+
+
 def test_loader_rejects_bad_options(tmp_path):
     make_folder(tmp_path, 4)
     index = index_source(f"imagefolder:{tmp_path}")

@@ -106,7 +106,7 @@ class DataConfig:
     workers: int | None = _opt(
         None,
         "streamed sources: decoding processes per rank (0: decode in the training process; "
-        "null: the usable CPUs - 1, at most 16)",
+        "null: this rank's share of the usable CPUs - 1, in [1, 16])",
         ge=0,
     )
     prefetch: int = _opt(2, "streamed sources: decoded batches each worker keeps ready", ge=1)

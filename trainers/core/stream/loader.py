@@ -49,9 +49,12 @@ class BadImageWarning(UserWarning):
 
 
 def default_workers() -> int:
-    """Decoding processes by default: the usable CPUs minus one for training, in ``[1, 16]``."""
+    """Decoding processes per rank by default: this rank's share of the usable CPUs (divided
+    by torchrun's ``LOCAL_WORLD_SIZE``, the ranks on this machine) minus one for training,
+    in ``[1, 16]``."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(16, (usable or 1) - 1))
+    ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(16, (usable or 1) // ranks_here - 1))
 
 
 def shared_memory_fits(size: int) -> bool:
