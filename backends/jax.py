@@ -336,11 +336,11 @@ def _resolve_directions(
             raise ValueError(
                 f"directions must have shape ({dim}, M), got {tuple(directions.shape)}"
             )
-        directions, _ = as_float_array(directions, "directions", jnp)
+        directions, given_dtype = as_float_array(directions, "directions", jnp)
         directions = directions.astype(dtype)
         checks = [
             check_finite(jnp, directions, "directions"),
-            check_unit_columns(jnp, directions, "directions"),
+            check_unit_columns(jnp, directions, "directions", given_dtype),
         ]
         return lax.stop_gradient(directions), checks
     num_slices = check_int(num_slices, "num_slices", minimum=1)

@@ -46,7 +46,7 @@ from torch.autograd.function import once_differentiable
 from sigreg import _ecf
 from sigreg._statistic import make_rule, statistic_from_sums, sums_cotangent
 from sigreg._validation import REDUCTIONS, check_choice, check_flag, check_int
-from sigreg.collective import check_collective
+from sigreg.collective import all_reduce_checked, check_collective
 from sigreg.directions import sample_directions
 from sigreg.lejepa import PREDICTIONS
 from sigreg.lejepa import LeJEPALoss as LeJEPALossParts
@@ -195,8 +195,8 @@ class _SlicedEppsPulley(torch.autograd.Function):
                 count = torch.full((), float(n), dtype=x.dtype, device=x.device)
             else:  # one reduction of [cos sums, sin sums, local count]
                 local = torch.full((1,), float(n), dtype=x.dtype, device=x.device)
-                packed = collective.all_reduce_sum(
-                    torch.cat([cos_sums.reshape(-1), sin_sums.reshape(-1), local])
+                packed = all_reduce_checked(
+                    collective, torch.cat([cos_sums.reshape(-1), sin_sums.reshape(-1), local])
                 )
                 size = cos_sums.numel()
                 cos_sums = packed[:size].reshape(cos_sums.shape)
@@ -219,7 +219,7 @@ class _SlicedEppsPulley(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):
             g = grad_values.to(x.dtype)
             if collective is not None:  # backward of an all-reduce (SUM) is an all-reduce
-                g = collective.all_reduce_sum(g.contiguous())
+                g = all_reduce_checked(collective, g.contiguous())
             weights, phi = _constants(plan, x)
             grad_cos, grad_sin = sums_cotangent(
                 _XP, c, s, count, weights, phi, g, debias=plan.debias
@@ -757,8 +757,8 @@ class LeJEPALoss(_SteppedLoss):
             count: Any = float(n)
         else:
             local = torch.full((1,), float(n), dtype=dtype, device=g.device)
-            total = self.collective.all_reduce_sum(
-                torch.cat([center_sum[None], spread_sum[None], local])
+            total = all_reduce_checked(
+                self.collective, torch.cat([center_sum[None], spread_sum[None], local])
             )
             center_sum, spread_sum, count = total[0], total[1], total[2]
         pred = center_sum / (n_views * count * dim)

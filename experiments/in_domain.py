@@ -11,7 +11,7 @@ on a seeded subset of the MNIST training split (``data.train_size``):
 * raw pixels (784-d, architecture-free, reported once).
 
 Every method is measured by the same code on the frozen features of the evaluation view
-(``trainers.eval_linear.backbone_features``): linear-probe top-1
+(``trainers.torch_ddp.evaluation.backbone_features``): linear-probe top-1
 (``trainers.core.probes.linear_eval``, trained on the labels of the whole training subset),
 weighted k-NN top-1 with k = 20 (``trainers.core.metrics.knn_accuracy``) and few-shot linear
 probes with 10 and 100 labels per class drawn from the subset (``few_shot_eval``, mean ± std
@@ -128,9 +128,9 @@ def measure_arch(out: str, arch: str, overrides: list[str], seeds: list[int]) ->
 
     from trainers.core.config import load_config
     from trainers.core.datasets import load_configured
-    from trainers.eval_linear import backbone_features
     from trainers.supervised import CHECKPOINT_NAME
     from trainers.torch_ddp.checkpoint import load_checkpoint
+    from trainers.torch_ddp.evaluation import backbone_features
 
     cfg = load_config(os.path.join(ROOT, CONFIG), overrides)
     data = load_configured(cfg.data)

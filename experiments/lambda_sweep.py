@@ -85,8 +85,8 @@ def measure(run_dir: str) -> dict[str, Any]:
     from trainers.core.config import load_config
     from trainers.core.datasets import load_configured
     from trainers.core.probes import configured_linear_eval
-    from trainers.eval_linear import backbone_features
     from trainers.torch_ddp.checkpoint import load_checkpoint
+    from trainers.torch_ddp.evaluation import backbone_features
     from trainers.torch_ddp.models import Projector
 
     state = load_checkpoint(rundir.latest_checkpoint(run_dir))

@@ -12,8 +12,9 @@ both exact to rounding and neither forming an ``N x N`` matrix:
 
 :func:`fast_pair_sum` picks the series whenever it is cheaper (concentrated samples and
 ``N`` beyond a few hundred). For spread-out samples (far-apart clusters, heavy tails) with
-``N >= BOXES_FROM`` it sorts them into boxes of width 12 and sums series over adjacent
-pairs of boxes (:func:`boxed_pair_sum`, ``O(N log N)`` plus ``O(N * terms)``); small ``N``
+``N >= BOXES_FROM`` it sorts them into the occupied boxes of width 12 and sums series over
+neighbouring pairs of boxes (:func:`boxed_pair_sum`, ``O(N log N)`` plus ``O(N * terms)``
+time and ``O(N)`` memory however far apart the samples are); small ``N``
 and traces such as ``jax.jit`` (where the number of terms cannot be chosen) use the blocks.
 """
 
@@ -34,13 +35,13 @@ BOX_WIDTH = 12.0  # boxed pair sum: samples two boxes apart interact below exp(-
 BOXES_FROM = 4096  # below this N the direct pair sum is as cheap as the boxes
 
 
-
 def _host_float(value: Any) -> float:
     """``float(value)`` for a host-side decision (which method, how many terms): the value
     may carry an autograd graph, which this read does not use (torch would warn)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
         return float(value)
+
 
 def _block_rows(z: Any) -> int:
     batch = math.prod(z.shape[:-1])
@@ -152,35 +153,47 @@ def _exact_part(xp: Any, z: Any) -> Any:
     return pair_sum(xp, z) if out is None else out
 
 
-def boxed_pair_sum(xp: Any, z: Any) -> Any:
-    """The pair sum of one row ``z`` (1-D) from boxes of width ``BOX_WIDTH`` of its sorted values.
+def occupied_boxes(s: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """Cut the sorted host values ``s`` into occupied boxes of width at most ``BOX_WIDTH``.
 
-    Samples in boxes ``i`` and ``i + 2`` are at least ``BOX_WIDTH = 12`` apart, so their
-    kernel is below ``exp(-72)``: dropping those pairs changes ``P >= N`` by less than
-    ``N^2 exp(-72) < eps N`` for any ``N < 10^15``. With ``U_i`` the pair sum of boxes
-    ``i`` and ``i + 1`` together and ``B_i`` that of box ``i``,
-    ``P = sum_i U_i - sum_{0 < i < K-1} B_i``; every part has half range at most 12, so
-    the series evaluates it in ``O(n_part)`` time (small parts: the direct pair sum).
+    A gap of ``BOX_WIDTH`` or more between consecutive samples starts a new cluster; inside
+    a cluster, box ``k`` holds the samples with ``floor((s - origin) / BOX_WIDTH) = k``
+    (``origin``: the cluster's first sample, so the quotient stays below ``N`` and exact
+    whatever the magnitudes). Only boxes that hold samples exist: at most ``N`` of them
+    however spread out the samples are. Returns the cut positions ``cuts`` (box ``i`` is
+    ``s[cuts[i]:cuts[i + 1]]``) and, for each pair of consecutive boxes, whether they are
+    neighbours (same cluster, hence boxes ``k`` and ``k + 1``) and so interact.
+    """
+    n = s.shape[0]
+    cluster_start = np.r_[True, np.diff(s) >= BOX_WIDTH]
+    origin = s[np.maximum.accumulate(np.where(cluster_start, np.arange(n), 0))]
+    local = np.floor((s - origin) / BOX_WIDTH)
+    starts = np.flatnonzero(cluster_start | np.r_[True, local[1:] != local[:-1]])
+    return [*starts.tolist(), n], ~cluster_start[starts[1:]]
+
+
+def boxed_pair_sum(xp: Any, z: Any) -> Any:
+    """The pair sum of one row ``z`` (1-D) from the occupied boxes of its sorted values.
+
+    Samples in boxes ``k`` and ``k + 2`` (or further apart) are at least
+    ``BOX_WIDTH = 12`` apart, so their kernel is below ``exp(-72)``: dropping those pairs
+    changes ``P >= N`` by less than ``N^2 exp(-72) < eps N`` for any ``N < 10^15``. With
+    ``B_i`` the pair sum of occupied box ``i`` and ``U_i`` that of neighbouring boxes ``i``
+    and ``i + 1`` together, ``P = sum_i B_i + sum_{neighbours} (U_i - B_i - B_{i+1})``.
+    Every part has half range at most 12, so the series evaluates it in ``O(n_part)`` time
+    (small parts: the direct pair sum); each sample lies in at most three parts, so the
+    whole sum takes ``O(N log N)`` time and ``O(N)`` memory for any spread of the samples.
     """
     s = xp.sort(z)
-    n = s.shape[0]
-    lo, hi = float(s[0]), float(s[n - 1])
-    boxes = int((hi - lo) // BOX_WIDTH) + 1
-    if boxes == 1:
-        return _exact_part(xp, s)
-    edges = xp.asarray(lo + BOX_WIDTH * np.arange(1, boxes), dtype=s.dtype, device=device_of(s))
-    cuts = [0, *(int(c) for c in _host_ints(xp.searchsorted(s, edges))), n]
-    total = xp.zeros((), dtype=s.dtype, device=device_of(s))
-    for i in range(boxes - 1):
-        if cuts[i + 2] > cuts[i]:
-            total = total + _exact_part(xp, s[cuts[i] : cuts[i + 2]])
-        if 0 < i and cuts[i + 1] > cuts[i]:
-            total = total - _exact_part(xp, s[cuts[i] : cuts[i + 1]])
+    cuts, neighbours = occupied_boxes(np.asarray(_to_host(s), dtype=np.float64))
+    singles = [_exact_part(xp, s[cuts[i] : cuts[i + 1]]) for i in range(len(cuts) - 1)]
+    total = singles[0]
+    for i, joined in enumerate(neighbours.tolist()):
+        total = total + singles[i + 1]
+        if joined:
+            both = _exact_part(xp, s[cuts[i] : cuts[i + 2]])
+            total = total + (both - singles[i] - singles[i + 1])
     return total
-
-
-def _host_ints(a: Any) -> list[int]:
-    return [int(v) for v in np.asarray(_to_host(a)).tolist()]
 
 
 def fast_pair_sum(xp: Any, z: Any) -> Any:

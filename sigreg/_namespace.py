@@ -7,6 +7,7 @@ over one of its arrays, which means it is already in ``sys.modules``.
 from __future__ import annotations
 
 import importlib
+import numbers
 import sys
 from typing import Any
 
@@ -37,7 +38,14 @@ def resolve_backend(backend: Any) -> Any:
                 f"backend must be one of {sorted(_BACKEND_MODULES)} or an array namespace, "
                 f"got {backend!r}"
             )
-        module = importlib.import_module(_BACKEND_MODULES[backend])
+        try:
+            module = importlib.import_module(_BACKEND_MODULES[backend])
+        except ImportError as exc:
+            extra = "array-api-strict" if backend == "array_api_strict" else f"'sigreg[{backend}]'"
+            raise ImportError(
+                f"backend={backend!r} needs a package that is not installed ({exc}); "
+                f"install it with: pip install {extra}"
+            ) from exc
     else:
         module = backend
     try:
@@ -72,7 +80,10 @@ def convert(x: Any, xp: Any) -> Any:
             return x
     except TypeError:
         pass
-    return xp.asarray(_to_host(x))
+    host = _to_host(x)
+    if any(stride < 0 for stride in getattr(host, "strides", ())):  # torch cannot wrap these
+        host = np.ascontiguousarray(host)
+    return xp.asarray(host)
 
 
 def namespace_of(x: Any, name: str) -> Any:
@@ -80,15 +91,39 @@ def namespace_of(x: Any, name: str) -> Any:
     try:
         return array_namespace(x)
     except TypeError as exc:
-        hint = (
-            " (pass backend='numpy' to convert a Python sequence)"
-            if isinstance(x, (list, tuple, int, float))
-            else ""
-        )
         raise TypeError(
             f"{name} must be an array of a supported namespace (numpy, torch, jax, cupy, "
-            f"array_api_strict), got {type(x).__name__}{hint}"
+            f"array_api_strict) or an array-like numpy converts, got {type(x).__name__}"
         ) from exc
+
+
+def _is_namespace_array(x: Any) -> bool:
+    try:
+        array_namespace(x)
+    except TypeError:
+        return False
+    return True
+
+
+def as_numpy_array_like(x: Any, name: str) -> Any:
+    """A Python sequence, scalar or ``__array__``/buffer object (pandas Series, memoryview)
+    as a numpy array, the way scipy.stats accepts them; arrays of a namespace unchanged."""
+    if _is_namespace_array(x):
+        return x
+    if isinstance(x, (numbers.Number, str, bytes)) or x is None:
+        raise TypeError(f"{name} must be an array or a sequence of samples, got {type(x).__name__}")
+    try:
+        converted = np.asarray(x)
+    except (TypeError, ValueError) as exc:  # ragged nesting, unconvertible objects
+        raise TypeError(
+            f"{name} must be an array or an array-like numpy converts, got "
+            f"{type(x).__name__} ({exc})"
+        ) from exc
+    if converted.dtype == object or converted.dtype.kind in "USV":
+        raise TypeError(
+            f"{name} must hold real numbers, got {type(x).__name__} of dtype {converted.dtype}"
+        )
+    return converted
 
 
 def default_float(xp: Any, device: Any) -> Any:
@@ -104,7 +139,10 @@ def as_float_array(x: Any, name: str, xp: Any) -> tuple[Any, Any]:
 
     Booleans and integers are promoted to the namespace's default float (the results keep
     that dtype). Half precisions (float16, bfloat16) are computed in float32 and the
-    results cast back to the input dtype. Complex input raises ``TypeError``.
+    results cast back to the input dtype. Floats wider than 64 bits (numpy ``longdouble``)
+    are computed in float64 and the results are float64: no array-API operation here
+    would keep the extra precision, so the result says what it has. Complex input raises
+    ``TypeError``.
     """
     dtype = x.dtype
     if xp.isdtype(dtype, "complex floating"):
@@ -116,6 +154,8 @@ def as_float_array(x: Any, name: str, xp: Any) -> tuple[Any, Any]:
         raise TypeError(f"{name} must have a real numeric dtype, got {dtype}")
     if dtype == xp.float32 or dtype == xp.float64:
         return x, dtype
+    if xp.finfo(dtype).bits > 64:  # numpy longdouble: computed and returned in float64
+        return xp.astype(x, xp.float64), xp.float64
     return xp.astype(x, xp.float32), dtype
 
 
@@ -132,9 +172,10 @@ def device_of(x: Any) -> Any:
 
 
 def pick_namespace(x: Any, name: str, backend: Any) -> Any:
-    """The namespace to compute in: ``backend`` if given, else the one of ``x``."""
+    """The namespace to compute in: ``backend`` if given, else the one of ``x`` (numpy for
+    array-likes such as lists, pandas Series or memoryviews)."""
     if backend is None:
-        return namespace_of(x, name)
+        return namespace_of(as_numpy_array_like(x, name), name)
     return resolve_backend(backend)
 
 
@@ -142,12 +183,13 @@ def prepare_array(x: Any, name: str, xp: Any, *, convert_input: bool) -> tuple[A
     """Bring argument ``x`` into namespace ``xp`` as a compute-ready float array.
 
     With ``convert_input`` (a ``backend`` was requested) ``x`` is converted to ``xp``;
-    otherwise it must already belong to ``xp``. Returns ``(x_compute, result_dtype)`` as
-    :func:`as_float_array` does.
+    otherwise it must already belong to ``xp`` (array-likes that are not arrays of a
+    namespace are converted with numpy first, see :func:`as_numpy_array_like`). Returns
+    ``(x_compute, result_dtype)`` as :func:`as_float_array` does.
     """
     if convert_input:
         x = convert(x, xp)
-    elif namespace_of(x, name) is not xp:
+    elif namespace_of(x := as_numpy_array_like(x, name), name) is not xp:
         raise TypeError(
             f"{name} belongs to namespace {namespace_of(x, name).__name__}, but the computation "
             f"runs in {xp.__name__}; pass arrays of one namespace (or backend=... to convert)"

@@ -75,7 +75,7 @@ def _gauss_tail_factor(xp: Any, t: Any) -> Any:
 
 
 def _parts(xp: Any, x: Any) -> tuple[Any, Any, Any]:
-    """``(central, t, erfcx(t / sqrt 2) / 2)`` shared by :func:`ndtr` and :func:`log_ndtr`."""
+    """``(central, t, erfcx(t / sqrt 2) / 2)`` of :func:`ndtr`."""
     central = 0.5 + 0.5 * _erf_small(xp, _SQRT_HALF * xp.clip(x, min=-_X_SMALL, max=_X_SMALL))
     t = xp.clip(xp.abs(x), min=_X_SMALL)
     return central, t, 0.5 * _erfcx_large(xp, _SQRT_HALF * t)
@@ -89,11 +89,22 @@ def ndtr(xp: Any, x: Any) -> Any:
     return xp.where(xp.abs(x) <= _X_SMALL, central, tail)
 
 
+def log_ndtr_pair(xp: Any, x: Any) -> tuple[Any, Any]:
+    """``(log Phi(x), log Phi(-x))`` elementwise, sharing the rational approximations
+    (both depend on ``|x|`` only, up to the sign of the central ``erf``)."""
+    erf = _erf_small(xp, _SQRT_HALF * xp.clip(x, min=-_X_SMALL, max=_X_SMALL))
+    t = xp.clip(xp.abs(x), min=_X_SMALL)
+    half_erfcx = 0.5 * _erfcx_large(xp, _SQRT_HALF * t)
+    log_far = xp.log(half_erfcx) - 0.5 * (t * t)  # log Phi(-|x|)
+    log_near = xp.log1p(-half_erfcx * _gauss_tail_factor(xp, t))  # log Phi(|x|)
+    small = xp.abs(x) <= _X_SMALL
+    negative = x < 0
+    lower = xp.where(small, xp.log(0.5 + 0.5 * erf), xp.where(negative, log_far, log_near))
+    upper = xp.where(small, xp.log(0.5 - 0.5 * erf), xp.where(negative, log_near, log_far))
+    return lower, upper
+
+
 def log_ndtr(xp: Any, x: Any) -> Any:
     """``log Phi(x)`` elementwise, finite for every finite ``x`` (``log(1 - Phi(x))`` is
     ``log_ndtr(-x)``)."""
-    central, t, half_erfcx = _parts(xp, x)
-    log_lower = xp.log(half_erfcx) - 0.5 * (t * t)  # log Phi(-t)
-    log_upper = xp.log1p(-half_erfcx * _gauss_tail_factor(xp, t))  # log Phi(t)
-    tail = xp.where(x < 0, log_lower, log_upper)
-    return xp.where(xp.abs(x) <= _X_SMALL, xp.log(central), tail)
+    return log_ndtr_pair(xp, x)[0]

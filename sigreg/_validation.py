@@ -12,7 +12,7 @@ import math
 import numbers
 from typing import Any
 
-from sigreg._namespace import is_traced
+from sigreg._namespace import device_of, is_traced
 
 INTEGRATIONS = ("trapezoid", "exact")
 REDUCTIONS = ("mean", "sum", "none")
@@ -91,10 +91,23 @@ def check_finite(xp: Any, x: Any, name: str) -> None:
         raise ValueError(f"{name} contains NaN or infinity")
 
 
-def check_unit_columns(xp: Any, directions: Any, name: str) -> Any:
-    """Raise unless every column of ``directions`` has unit Euclidean norm (to dtype accuracy)."""
+def unit_norm_tolerance(xp: Any, dtype: Any) -> float:
+    """How far from 1 the norm of a unit vector stored in ``dtype`` may be.
+
+    ``1e-6`` in float64, ``1e-3`` in float32 (room for vectors normalised in lower
+    precision), and the machine epsilon of coarser dtypes: rounding each entry to relative
+    precision ``eps / 2`` moves the norm by at most ``eps / 2`` (bfloat16: ``eps = 2^-7``).
+    """
+    if dtype == xp.float64:
+        return 1e-6
+    return max(1e-3, float(xp.finfo(dtype).eps))
+
+
+def check_unit_columns(xp: Any, directions: Any, name: str, dtype: Any = None) -> Any:
+    """Raise unless every column of ``directions`` has unit Euclidean norm (to the accuracy
+    of ``dtype``, the dtype the directions were given in; default: their dtype)."""
     norms = xp.sqrt(xp.sum(directions * directions, axis=0))
-    tol = 1e-6 if directions.dtype == xp.float64 else 1e-3
+    tol = unit_norm_tolerance(xp, directions.dtype if dtype is None else dtype)
     ok = xp.all(xp.abs(norms - 1.0) <= tol)
     if is_traced(ok):
         return ok
@@ -103,6 +116,22 @@ def check_unit_columns(xp: Any, directions: Any, name: str) -> Any:
             f"{name} must have unit-norm columns (normalise them, or use sample_directions)"
         )
     return None
+
+
+def as_cotangent(xp: Any, cotangent: Any, like: Any) -> Any:
+    """The ``cotangent`` of a pullback as an array of the dtype and device of ``like``.
+
+    ``None`` (which numpy would turn into NaN) raises ``TypeError``, a non-finite cotangent
+    ``ValueError`` (eagerly; inside a trace it propagates to the gradient).
+    """
+    if cotangent is None:
+        raise TypeError("cotangent must be a real number or array (e.g. 1.0), got None")
+    try:
+        g = xp.asarray(cotangent, dtype=like.dtype, device=device_of(like))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"cotangent must be a real number or array, got {cotangent!r}") from exc
+    check_finite(xp, g, "cotangent")
+    return g
 
 
 def poison(xp: Any, value: Any, *checks: Any) -> Any:

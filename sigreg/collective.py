@@ -43,6 +43,20 @@ def check_collective(collective: Any) -> Any:
     return collective
 
 
+def all_reduce_checked(collective: Any, x: Any) -> Any:
+    """``collective.all_reduce_sum(x)``, refusing a result that is not an array of ``x``'s shape.
+
+    An in-place reduction that returns ``None`` would otherwise fail far from its cause.
+    """
+    out = collective.all_reduce_sum(x)
+    if getattr(out, "shape", None) != x.shape:
+        raise TypeError(
+            f"collective.all_reduce_sum must return the summed array of shape {tuple(x.shape)}, "
+            f"got {type(out).__name__} (an in-place reduction must return its result)"
+        )
+    return out
+
+
 def reduce_sums(collective: Any, xp: Any, parts: list[Any], count: int) -> tuple[list[Any], Any]:
     """Sum per-rank arrays and the local sample ``count`` across ranks in one reduction.
 
@@ -68,7 +82,7 @@ def reduce_sums(collective: Any, xp: Any, parts: list[Any], count: int) -> tuple
     counts = xp.full(
         first.shape[:-1] + (1,), float(count), dtype=first.dtype, device=device_of(first)
     )
-    packed = collective.all_reduce_sum(xp.concat([*parts, counts], axis=-1))
+    packed = all_reduce_checked(collective, xp.concat([*parts, counts], axis=-1))
     reduced, start = [], 0
     for part in parts:
         stop = start + part.shape[-1]

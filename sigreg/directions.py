@@ -46,7 +46,8 @@ def sample_directions(
         Namespace of the result ("numpy", "torch", "jax", "cupy", "array_api_strict" or a
         namespace module).
     dtype : dtype, optional
-        Floating dtype of the result; default: the backend's default float.
+        Real floating dtype of the result (``TypeError`` otherwise); default: the
+        backend's default float.
     device : device, optional
         Device of the result; default: the backend's default device.
 
@@ -78,4 +79,7 @@ def sample_directions(
     directions = np.ascontiguousarray((g / norms[:, None]).T)
     if dtype is None:
         dtype = default_float(xp, device)
-    return xp.asarray(directions, dtype=dtype, device=device)
+    out = xp.asarray(directions, dtype=dtype, device=device)
+    if not xp.isdtype(out.dtype, "real floating"):
+        raise TypeError(f"dtype must be a real floating dtype, got {dtype!r}")
+    return out

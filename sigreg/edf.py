@@ -15,7 +15,7 @@ from typing import Any
 
 from sigreg._namespace import device_of
 from sigreg._samples import apply_along_samples
-from sigreg._special import log_ndtr, ndtr
+from sigreg._special import log_ndtr_pair, ndtr
 
 
 def _ranks(xp: Any, z: Any) -> Any:
@@ -23,25 +23,41 @@ def _ranks(xp: Any, z: Any) -> Any:
     return xp.arange(1, z.shape[-1] + 1, dtype=z.dtype, device=device_of(z))
 
 
-def _cramer_von_mises(xp: Any, z: Any) -> Any:
-    n = z.shape[-1]
-    u = ndtr(xp, xp.sort(z, axis=-1))
-    gaps = u - (2.0 * _ranks(xp, z) - 1.0) / (2.0 * n)
+def _cramer_von_mises_of_u(xp: Any, u: Any) -> Any:
+    """``W^2`` from the sorted probability-integral transforms ``u``."""
+    n = u.shape[-1]
+    gaps = u - (2.0 * _ranks(xp, u) - 1.0) / (2.0 * n)
     return 1.0 / (12.0 * n) + xp.sum(gaps * gaps, axis=-1)
+
+
+def _cramer_von_mises(xp: Any, z: Any) -> Any:
+    return _cramer_von_mises_of_u(xp, ndtr(xp, xp.sort(z, axis=-1)))
 
 
 def _watson(xp: Any, z: Any) -> Any:
     n = z.shape[-1]
-    centre = xp.mean(ndtr(xp, z), axis=-1) - 0.5
-    return _cramer_von_mises(xp, z) - n * (centre * centre)
+    u = ndtr(xp, xp.sort(z, axis=-1))  # the mean of u does not depend on the order
+    centre = xp.mean(u, axis=-1) - 0.5
+    return _cramer_von_mises_of_u(xp, u) - n * (centre * centre)
 
 
 def _anderson_darling(xp: Any, z: Any) -> Any:
     n = z.shape[-1]
     s = xp.sort(z, axis=-1)
     i = _ranks(xp, z)
-    weighted = (2.0 * i - 1.0) * log_ndtr(xp, s) + (2.0 * (n - i) + 1.0) * log_ndtr(xp, -s)
+    log_lower, log_upper = log_ndtr_pair(xp, s)
+    weighted = (2.0 * i - 1.0) * log_lower + (2.0 * (n - i) + 1.0) * log_upper
     return -n - xp.sum(weighted, axis=-1) / n
+
+
+def _kolmogorov_smirnov(xp: Any, z: Any) -> Any:
+    """``D = sup |F_N - Phi| = max_i max(i/N - u_i, u_i - (i - 1)/N)``."""
+    n = z.shape[-1]
+    u = ndtr(xp, xp.sort(z, axis=-1))
+    i = _ranks(xp, z)
+    above = xp.max(i / n - u, axis=-1)
+    below = xp.max(u - (i - 1.0) / n, axis=-1)
+    return xp.maximum(above, below)
 
 
 def cramer_von_mises(
@@ -139,7 +155,8 @@ def watson(x: Any, /, *, axis: int = 0, keepdims: bool = False, backend: Any = N
     ``U^2 = W^2 - N (mean_i u_i - 1/2)^2`` with ``W^2`` the Cramér-von Mises statistic and
     ``u_i = Phi(x_i)`` (Watson 1961): the Cramér-von Mises integral of ``F_N - Phi`` after
     removing its mean, which makes it invariant to the origin on the circle ``u mod 1``.
-    scipy has no Watson statistic. Asymptotic null mean ``1/12``.
+    scipy has no Watson statistic. Asymptotic null mean ``1/12``. Needs 2 samples: one
+    point gives ``1/12`` whatever its value.
 
     Parameters
     ----------
@@ -156,7 +173,7 @@ def watson(x: Any, /, *, axis: int = 0, keepdims: bool = False, backend: Any = N
     Raises
     ------
     ValueError, TypeError
-        As for :func:`cramer_von_mises`.
+        As for :func:`cramer_von_mises`; also fewer than 2 samples.
 
     Examples
     --------
@@ -168,4 +185,4 @@ def watson(x: Any, /, *, axis: int = 0, keepdims: bool = False, backend: Any = N
     >>> float(watson(0.7 * x)) > 0.27
     True
     """
-    return apply_along_samples(_watson, x, axis, keepdims, backend)
+    return apply_along_samples(_watson, x, axis, keepdims, backend, min_samples=2)

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 from sigreg import _statistic
 from sigreg._namespace import device_of, pick_namespace, prepare_array
 from sigreg._validation import (
+    as_cotangent,
     check_choice,
     check_finite,
     check_int,
@@ -39,6 +40,8 @@ def _check_views(x: Any, name: str) -> None:
         raise ValueError(f"{name} must have shape (V, N, D), got {x.ndim} dimension(s)")
     if x.shape[0] < 1:
         raise ValueError(f"{name} must hold at least one view")
+    if x.shape[1] < 1 or x.shape[2] < 1:
+        raise ValueError(f"{name} must hold at least one sample and feature, got {tuple(x.shape)}")
 
 
 def lejepa_loss(
@@ -185,12 +188,12 @@ def _setup(
             device=device_of(g),
         )
     else:
-        directions, _ = prepare_array(directions, "directions", xp, convert_input=convert)
+        directions, given_dtype = prepare_array(directions, "directions", xp, convert_input=convert)
         if directions.ndim != 2 or directions.shape[0] != dim:
             raise ValueError(f"directions must have shape ({dim}, M), got {directions.shape}")
         directions = xp.astype(directions, g.dtype)
         check_finite(xp, directions, "directions")
-        checks.append(check_unit_columns(xp, directions, "directions"))
+        checks.append(check_unit_columns(xp, directions, "directions", given_dtype))
     return _State(
         xp, views, g.shape[0], directions, rule, checks, out_dtype, float(lamb), prediction
     )
@@ -293,7 +296,7 @@ def lejepa_loss_vjp(
 
     def pullback(cotangent: Any) -> tuple[Any, Any]:
         n_views, n, dim = views.shape
-        c = xp.asarray(cotangent, dtype=views.dtype, device=device_of(views))
+        c = as_cotangent(xp, cotangent, views)
         # prediction, "center": mean_{v,n,d} (mu - z_v)^2 with mu = mean of the global views
         w_pred = c * (1.0 - lamb_) * 2.0 / (n_views * count * dim)
         diff = views - mu

@@ -9,9 +9,10 @@ below are independent and the sums are asymptotically chi-squared under N(0, 1).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from sigreg._namespace import is_traced
+from sigreg._namespace import device_of, is_traced
 from sigreg._samples import apply_along_samples
 
 
@@ -27,22 +28,32 @@ def _mean_variance(xp: Any, z: Any) -> Any:
     return n * (mean * mean) + (0.5 * n) * ((var - 1.0) * (var - 1.0))
 
 
-def _jarque_bera(xp: Any, centred: Any) -> Any:
-    """``N/6 (S^2 + (K - 3)^2 / 4)`` (``scipy.stats.jarque_bera``) of centred samples."""
+def _jarque_bera(xp: Any, z: Any, centred: Any) -> Any:
+    """``N/6 (S^2 + (K - 3)^2 / 4)`` (``scipy.stats.jarque_bera``) of centred samples.
+
+    Scale-free, so computed on ``centred / max |centred|``: no power overflows or
+    underflows at any scale (float32 at 1e20 or 1e-30 alike). A sample is constant when
+    its centred values are at rounding level of the values ``z`` themselves.
+    """
     n = centred.shape[-1]
-    sq = centred * centred
-    m2 = xp.mean(sq, axis=-1)
-    ok = xp.all(m2 > 0)
+    spread = xp.max(xp.abs(centred), axis=-1, keepdims=True)
+    size = xp.max(xp.abs(z), axis=-1, keepdims=True)
+    varies = spread > 4.0 * xp.finfo(z.dtype).eps * math.sqrt(n) * size
+    ok = xp.all(varies)
     if not is_traced(ok) and not bool(ok):
         raise ValueError("x has zero variance along the sample axis (skewness undefined)")
-    skew = xp.mean(sq * centred, axis=-1) / (m2 * xp.sqrt(m2))
+    nan = xp.asarray(float("nan"), dtype=z.dtype, device=device_of(z))
+    unit = centred / xp.where(varies, spread, nan)  # NaN for a constant sample under jit
+    sq = unit * unit
+    m2 = xp.mean(sq, axis=-1)
+    skew = xp.mean(sq * unit, axis=-1) / (m2 * xp.sqrt(m2))
     excess = xp.mean(sq * sq, axis=-1) / (m2 * m2) - 3.0
     return (n / 6.0) * (skew * skew + 0.25 * (excess * excess))
 
 
 def _extended_jarque_bera(xp: Any, z: Any) -> Any:
     _, centred = _mean_and_central(xp, z)
-    return _mean_variance(xp, z) + _jarque_bera(xp, centred)
+    return _mean_variance(xp, z) + _jarque_bera(xp, z, centred)
 
 
 def mean_variance(x: Any, /, *, axis: int = 0, keepdims: bool = False, backend: Any = None) -> Any:
@@ -113,7 +124,10 @@ def extended_jarque_bera(
     -------
     array
         The statistic for every position of the other axes, in the namespace, dtype and
-        device of ``x``. Under ``jax.jit`` a constant sample gives NaN.
+        device of ``x``. Under ``jax.jit`` a constant sample gives NaN. The Jarque-Bera part
+        is scale-free and computed without overflow at any scale; the mean/variance part
+        grows like the squared variance and is ``inf`` where it exceeds the dtype's range
+        (float32 data at scale ~1e10 and beyond).
 
     Raises
     ------

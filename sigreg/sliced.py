@@ -14,6 +14,7 @@ from sigreg import _statistic
 from sigreg._namespace import device_of, pick_namespace, prepare_array
 from sigreg._validation import (
     REDUCTIONS,
+    as_cotangent,
     check_choice,
     check_finite,
     check_int,
@@ -27,6 +28,8 @@ from sigreg.directions import sample_directions
 def _check_embeddings(x: Any, name: str) -> None:
     if x.ndim < 2:
         raise ValueError(f"{name} must have shape (..., N, K), got {x.ndim} dimension(s)")
+    if x.shape[-1] < 1:
+        raise ValueError(f"{name} has an empty feature axis (K = 0)")
 
 
 def _project(xp: Any, x: Any, directions: Any) -> Any:
@@ -58,7 +61,7 @@ def _setup(
     convert = backend is not None
     x, out_dtype = prepare_array(x, "x", xp, convert_input=convert)
     _check_embeddings(x, "x")
-    directions, _ = prepare_array(directions, "directions", xp, convert_input=convert)
+    directions, given_dtype = prepare_array(directions, "directions", xp, convert_input=convert)
     if directions.ndim != 2:
         raise ValueError(f"directions must have shape (K, M), got {directions.ndim} dimension(s)")
     if directions.shape[0] != x.shape[-1]:
@@ -78,7 +81,9 @@ def _setup(
     check_sample_count(x.shape[-2], "x", debias=rule.debias, distributed=collective is not None)
     check_finite(xp, x, "x")
     check_finite(xp, directions, "directions")
-    checks = [check_unit_columns(xp, directions, "directions")] if check_directions else []
+    checks = (
+        [check_unit_columns(xp, directions, "directions", given_dtype)] if check_directions else []
+    )
     return xp, x, directions, out_dtype, reduction, rule, checks
 
 
@@ -199,7 +204,7 @@ def sliced_epps_pulley_vjp(
     num_slices = directions.shape[1]
 
     def pullback(cotangent: Any) -> Any:
-        g = xp.broadcast_to(xp.asarray(cotangent, dtype=x.dtype, device=device_of(x)), value.shape)
+        g = xp.broadcast_to(as_cotangent(xp, cotangent, x), value.shape)
         if reduction != "none":
             g = xp.broadcast_to(xp.expand_dims(g, axis=-1), values.shape)
             if reduction == "mean":

@@ -14,13 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 from sigreg import sliced as _sliced
-from sigreg._monte_carlo import monte_carlo_test
-from sigreg._result import GoodnessOfFitResult
+from sigreg._monte_carlo import monte_carlo_pvalue, with_nan_policy
+from sigreg._namespace import pick_namespace, prepare_array
+from sigreg._result import GoodnessOfFitResult, make_result
+from sigreg._test_options import check_method, check_nan_policy, montecarlo_options
 from sigreg._validation import check_choice, poison
 from sigreg.edf import anderson_darling, cramer_von_mises, watson
 from sigreg.moments import extended_jarque_bera, mean_variance
 from sigreg.univariate import _finish, epps_pulley
 
+DEFAULT_RESAMPLES = 999
 STATISTICS = {
     "epps_pulley": epps_pulley,
     "extended_jarque_bera": extended_jarque_bera,
@@ -113,8 +116,10 @@ def sliced_test(
     /,
     *,
     statistic: str = "epps_pulley",
-    n_resamples: int = 999,
-    rng: Any,
+    method: str = "montecarlo",
+    n_resamples: int | None = None,
+    rng: Any = None,
+    nan_policy: str = "propagate",
     backend: Any = None,
 ) -> GoodnessOfFitResult:
     """Sliced test of ``x ~ N(0, I_K)`` with a Monte Carlo p-value.
@@ -122,21 +127,29 @@ def sliced_test(
     The statistic is ``sliced_statistic(x, directions, statistic=statistic)`` (mean over
     slices). Its null distribution, for the given directions, is simulated with
     ``n_resamples`` samples of N(0, I_K) of the shape ``(N, K)``:
-    ``p = (1 + #{T_r >= T}) / (R + 1)``.
+    ``p = (1 + #{T_r >= T}) / (R + 1)``. Runs under ``jax.jit`` (the null draws are made on
+    the host); a NaN statistic gets a NaN p-value there too.
 
     Parameters
     ----------
-    x : array, shape (..., N, K)
+    x : array or array-like, shape (..., N, K)
         Samples; a batch gets one p-value per batch element (all compared with the same
         simulated null).
     directions : array, shape (K, M)
         Unit-norm columns, as for :func:`sliced_statistic`.
     statistic : str, default "epps_pulley"
         The per-slice statistic, as for :func:`sliced_statistic`.
-    n_resamples : int, default 999
-        Number of simulated null statistics ``R``.
-    rng : numpy.random.Generator or int
-        Source of the null samples (an int seeds a fresh ``numpy.random.default_rng``).
+    method : {"montecarlo"}, default "montecarlo"
+        The only method (the null law depends on the directions); accepted for the
+        convention every ``*_test`` shares (``"monte-carlo"`` warns ``DeprecationWarning``).
+    n_resamples : int, optional
+        Number of simulated null statistics ``R``; default 999.
+    rng : numpy.random.Generator or int, optional
+        Source of the null samples (an int seeds a fresh ``numpy.random.default_rng``);
+        default: the fixed seed 0.
+    nan_policy : {"propagate", "omit", "raise"}, default "propagate"
+        A sample holding NaN: NaN statistic and p-value, drop the points holding NaN, or
+        raise ``ValueError``. Inside ``jax.jit`` NaN always propagates (``"omit"`` raises).
     backend : str or namespace, optional
         Convert ``x`` and ``directions`` to this namespace first.
 
@@ -144,12 +157,13 @@ def sliced_test(
     -------
     GoodnessOfFitResult
         ``(statistic, pvalue)``, each of shape ``x.shape[:-2]`` in the namespace, dtype
-        and device of ``x``.
+        and device of ``x`` (numpy scalars for one numpy sample).
 
     Raises
     ------
     ValueError
-        As for :func:`sliced_statistic`, or ``n_resamples < 1``.
+        As for :func:`sliced_statistic` (except NaN, see ``nan_policy``), a bad option, a
+        negative seed, or ``n_resamples < 1``.
     TypeError
         As for :func:`sliced_statistic`, or ``rng`` is not a Generator or an int.
 
@@ -167,14 +181,21 @@ def sliced_test(
     >>> float(p)  # no null draw exceeds the statistic: 1 / (R + 1)
     0.01
     """
-    xp, x, directions, out_dtype, reduction, checks = _prepare(
-        x, directions, statistic, "mean", backend
+    check_method(method, ("montecarlo",))
+    nan_policy = check_nan_policy(nan_policy)
+    resample = montecarlo_options(n_resamples, rng, DEFAULT_RESAMPLES)
+    xp = pick_namespace(x, "x", backend)
+    x, out_dtype = prepare_array(x, "x", xp, convert_input=backend is not None)
+    zeroed = xp.where(xp.isnan(x), xp.zeros_like(x), x)  # validate all but NaN (nan_policy)
+    xp, _, directions, _, reduction, checks = _prepare(
+        zeroed, directions, statistic, "mean", backend
     )
-    return monte_carlo_test(
-        xp,
-        lambda z: _evaluate(xp, z, directions, statistic, reduction, checks),
-        x,
-        n_resamples,
-        rng,
-        out_dtype,
-    )
+
+    def evaluate(z: Any) -> Any:
+        return _evaluate(xp, z, directions, statistic, reduction, checks)
+
+    def run(sample: Any) -> tuple[Any, Any]:
+        return monte_carlo_pvalue(xp, evaluate, sample, resample)
+
+    result = with_nan_policy(xp, x, nan_policy, run)
+    return make_result(xp, *result, out_dtype)

@@ -6,8 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 from sigreg import _statistic
-from sigreg._namespace import device_of, pick_namespace, prepare_array
-from sigreg._validation import check_axis, check_finite, check_flag, check_sample_count
+from sigreg._namespace import pick_namespace, prepare_array
+from sigreg._validation import (
+    as_cotangent,
+    check_axis,
+    check_finite,
+    check_flag,
+    check_sample_count,
+)
 
 
 def _setup(x, axis, keepdims, t_max, n_points, integration, debias, collective, backend):
@@ -72,7 +78,8 @@ def epps_pulley(
         ``"trapezoid"``: the official LeJEPA quadrature (33-node symmetric trapezoid on
         ``[-3, 3]`` with the defaults). ``"exact"``: the untruncated integral in closed form
         (a Gaussian-kernel pair sum, ``O(N)`` memory; ``O(N)`` time by an exact series for
-        concentrated samples, ``O(N^2)`` otherwise, see :mod:`sigreg._exact`).
+        concentrated samples, ``O(N log N)`` for spread-out ones from 4096 samples on,
+        ``O(N^2)`` below that and under ``jax.jit``, see :mod:`sigreg._exact`).
     debias : bool, default False
         Use the U-statistic (drop the ``j = k`` terms of ``|phi_hat|^2``): zero mean under
         the null at every ``N``, and can be negative. Needs at least 2 samples (in the
@@ -165,7 +172,7 @@ def epps_pulley_vjp(
     stat_shape = value.shape
 
     def pullback(cotangent: Any) -> Any:
-        g = xp.asarray(cotangent, dtype=z.dtype, device=device_of(z))
+        g = as_cotangent(xp, cotangent, z)
         if keepdims and g.ndim == len(stat_shape) + 1:
             g = xp.squeeze(g, axis=axis)
         g = xp.broadcast_to(g, stat_shape)

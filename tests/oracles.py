@@ -310,3 +310,16 @@ def x_shape_2d(rng, n):
     u = rng.uniform(-math.sqrt(3.0), math.sqrt(3.0), n)
     s = rng.choice([-1.0, 1.0], n)
     return np.stack([u, s * u], axis=1)
+
+
+def ep_exact_blocked(x):
+    """:func:`ep_exact` of a 1-D sample holding only a (256, N) block of the kernel at a time
+    (for N in the thousands); overflow of far samples' squares is exp(-inf) = 0."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[0]
+    with np.errstate(over="ignore"):
+        pairs = sum(
+            np.exp(-0.5 * (x[i : i + 256, None] - x[None, :]) ** 2).sum() for i in range(0, n, 256)
+        )
+        single = math.sqrt(2.0) * np.exp(-0.25 * x**2).sum()
+    return SQRT2PI * (pairs / n - single + n / math.sqrt(3.0))

@@ -101,3 +101,39 @@ def test_official_grid_vs_exact_under_null_differs():
     assert not np.allclose(q, e, rtol=1e-4)
     np.testing.assert_allclose(e, O.ep_exact(x, axis=1), rtol=1e-10)
     np.testing.assert_allclose(q, O.ep_official(x, axis=1), rtol=1e-10)
+
+
+def _blocked_ep_exact(x: np.ndarray) -> float:
+    """O(N^2)-time oracle of the closed form that holds only a (256, N) block at a time."""
+    n = x.shape[0]
+    pairs = sum(
+        np.exp(-0.5 * (x[i : i + 256, None] - x[None, :]) ** 2).sum() for i in range(0, n, 256)
+    )
+    with np.errstate(over="ignore"):
+        single = np.sqrt(2.0) * np.exp(-0.25 * x**2).sum()
+    return float(np.sqrt(2 * np.pi) * (pairs / n - single + n / np.sqrt(3.0)))
+
+
+@pytest.mark.parametrize("far", [1e3, 1e9, 1e12, 1e30, -1e30])
+def test_exact_far_outlier_linear_memory(far):
+    """One far outlier once asked for one box per 12 units of range (1e12: a 621 GiB
+    allocation, 1e9: 33 s); only occupied boxes exist now, so it is as fast as without it."""
+    rng = np.random.default_rng(18)
+    x = np.r_[rng.standard_normal(5000), far, 3.0 * far, 7.5]
+    with np.errstate(over="ignore"):
+        out = float(to64(sigreg.epps_pulley(x, integration="exact")))
+        test = sigreg.epps_pulley_test(x, standardize=False)
+    ref = _blocked_ep_exact(x)
+    assert abs(out - ref) <= 1e-10 * ref, (out, ref)
+    assert float(test.statistic) == pytest.approx(ref, rel=1e-10)
+
+
+def test_occupied_boxes_at_most_n():
+    """However spread out the samples, there are at most N boxes, and only boxes that touch
+    (indices k, k + 1) are marked as interacting."""
+    from sigreg._exact import occupied_boxes
+
+    s = np.sort(np.r_[-1e300, 0.0, 5.0, 13.0, 30.0, 1e15, 1e15 + 1.0, 1e300])
+    cuts, neighbours = occupied_boxes(s)
+    assert cuts == [0, 1, 3, 4, 5, 7, 8]
+    assert neighbours.tolist() == [False, True, False, False, False]

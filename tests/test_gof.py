@@ -144,8 +144,12 @@ def test_validation():
         sigreg.epps_pulley_test(x, nan_policy="ignore")
     with pytest.raises(ValueError, match="montecarlo"):
         sigreg.epps_pulley_test(x, rng=0)
+    default = sigreg.epps_pulley_test(x, method="montecarlo", n_resamples=99)  # seed 0
+    assert float(default.pvalue) == float(
+        sigreg.epps_pulley_test(x, method="montecarlo", n_resamples=99, rng=0).pvalue
+    )
     with pytest.raises(ValueError, match="rng"):
-        sigreg.epps_pulley_test(x, method="montecarlo")
+        sigreg.epps_pulley_test(x, method="montecarlo", rng=-1)
     with pytest.raises(TypeError, match="rng"):
         sigreg.epps_pulley_test(x, method="montecarlo", rng=0.5)
     with pytest.raises(ValueError, match="n_resamples"):

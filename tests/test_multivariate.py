@@ -72,7 +72,9 @@ def test_null_mean_matches_henze_zirkler():
 def test_test_pvalue_is_the_monte_carlo_rank(xp, device):
     """Same draws as the documented recipe: R null samples of N(0, I) from rng, float64."""
     x_np = np.random.default_rng(26).standard_normal((30, 2)) ** 3
-    res = sigreg.henze_zirkler_test(make(xp, device, x_np), n_resamples=40, rng=7)
+    res = sigreg.henze_zirkler_test(
+        make(xp, device, x_np), method="montecarlo", n_resamples=40, rng=7
+    )
     stat, pvalue = res
     assert_same_backend(pvalue, stat)
     draws = np.random.default_rng(7).standard_normal((40, 30, 2))
@@ -84,19 +86,20 @@ def test_test_pvalue_is_the_monte_carlo_rank(xp, device):
 
 def test_test_detects_heavy_tails_and_accepts_normal():
     rng = np.random.default_rng(27)
-    heavy = sigreg.henze_zirkler_test(rng.standard_t(3, (200, 3)), n_resamples=99, rng=rng)
+    mc = {"method": "montecarlo", "n_resamples": 99, "rng": rng}
+    heavy = sigreg.henze_zirkler_test(rng.standard_t(3, (200, 3)), **mc)
     assert float(heavy.pvalue) == pytest.approx(0.01)
-    normal = sigreg.henze_zirkler_test(rng.standard_normal((200, 3)) @ MIX, n_resamples=99, rng=rng)
+    normal = sigreg.henze_zirkler_test(rng.standard_normal((200, 3)) @ MIX, **mc)
     assert float(normal.pvalue) > 0.01
-    batch = sigreg.henze_zirkler_test(rng.standard_normal((2, 50, 2)), n_resamples=9, rng=0)
+    batch = sigreg.henze_zirkler_test(
+        rng.standard_normal((2, 50, 2)), method="montecarlo", n_resamples=9, rng=0
+    )
     assert batch.pvalue.shape == (2,) and np.all((batch.pvalue >= 0.1) & (batch.pvalue <= 1))
 
 
 def test_lognormal_pvalue_matches_oracle(xp, device, dtype):
     x_np = np.random.default_rng(30).standard_normal((3, 40, 2)) ** 3
-    stat, p = sigreg.henze_zirkler_test(
-        make(xp, device, x_np, dtype), method="asymptotic-lognormal"
-    )
+    stat, p = sigreg.henze_zirkler_test(make(xp, device, x_np, dtype))  # lognormal default
     assert p.dtype == stat.dtype == getattr(xp, dtype) and tuple(p.shape) == (3,)
     ref = G.henze_zirkler_lognormal_pvalue(G.henze_zirkler(x_np[0]), 40, 2)
     assert_close(p[0], ref, dtype, rtol=1e-10 if dtype == "float64" else 1e-3)
@@ -115,11 +118,19 @@ def test_validation():
     with pytest.raises(ValueError, match="x contains NaN"):
         sigreg.henze_zirkler(np.where(x > 1.5, np.nan, x))
     with pytest.raises(TypeError, match="rng must be"):
-        sigreg.henze_zirkler_test(x, rng=None)
+        sigreg.henze_zirkler_test(x, method="montecarlo", rng=0.5)
+    with pytest.raises(ValueError, match="rng must be a non-negative"):
+        sigreg.henze_zirkler_test(x, method="montecarlo", rng=-1)
+    with pytest.raises(ValueError, match="only used with method='montecarlo'"):
+        sigreg.henze_zirkler_test(x, rng=0)
     with pytest.raises(ValueError, match="n_resamples must be >= 1"):
-        sigreg.henze_zirkler_test(x, n_resamples=0, rng=0)
+        sigreg.henze_zirkler_test(x, method="montecarlo", n_resamples=0, rng=0)
     with pytest.raises(ValueError, match="method must be one of"):
         sigreg.henze_zirkler_test(x, method="lognormal")
+    with pytest.raises(ValueError, match=r"d >= 1"):
+        sigreg.henze_zirkler(np.zeros((5, 0)))
+    with pytest.raises(ValueError, match=r"d >= 1"):
+        sigreg.henze_zirkler_test(np.zeros((5, 0)))  # was ZeroDivisionError
 
 
 def test_singular_covariance_raises_on_torch_and_jax():
@@ -138,7 +149,7 @@ def test_monte_carlo_pvalue_is_calibrated():
         [
             float(
                 sigreg.henze_zirkler_test(
-                    rng.standard_normal((50, 3)), n_resamples=99, rng=rng
+                    rng.standard_normal((50, 3)), method="montecarlo", n_resamples=99, rng=rng
                 ).pvalue
             )
             for _ in range(400)
@@ -154,7 +165,7 @@ def test_lognormal_pvalue_is_nearly_calibrated():
     rng = np.random.default_rng(31)
     for n, d in ((20, 2), (50, 3)):
         x = rng.standard_normal((4000, n, d))
-        p = to64(sigreg.henze_zirkler_test(x, method="asymptotic-lognormal").pvalue)
+        p = to64(sigreg.henze_zirkler_test(x).pvalue)
         se5, se1 = math.sqrt(0.05 * 0.95 / 4000), math.sqrt(0.01 * 0.99 / 4000)
         assert 0.035 < np.mean(p <= 0.05) < 0.05 + 3 * se5
         assert 0.004 < np.mean(p <= 0.01) < 0.01 + 3 * se1

@@ -8,7 +8,7 @@ import pytest
 import scipy.special as sc
 from helpers import assert_same_backend, make, to64
 
-from sigreg._special import log_ndtr, ndtr
+from sigreg._special import log_ndtr, log_ndtr_pair, ndtr
 
 mpmath.mp.dps = 50
 # Phi(x) is a normal (not subnormal) float64 for x >= -37.5
@@ -85,3 +85,9 @@ def test_derivative_is_the_normal_density():
     np.testing.assert_allclose(grad.numpy(), dens, rtol=1e-12, atol=1e-300)
     (glog,) = torch.autograd.grad(log_ndtr(torch, x).sum(), x)
     np.testing.assert_allclose(glog.numpy(), dens / sc.ndtr(x.detach().numpy()), rtol=1e-11)
+
+
+def test_log_ndtr_pair_is_both_tails():
+    lower, upper = log_ndtr_pair(np, LOG_GRID)
+    np.testing.assert_array_equal(lower, log_ndtr(np, LOG_GRID))
+    np.testing.assert_allclose(upper, sc.log_ndtr(-LOG_GRID), rtol=5e-13, atol=1e-300)

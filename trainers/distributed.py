@@ -1,18 +1,20 @@
-"""Process-group setup and the few collectives the trainer needs (PyTorch).
+"""Torch's process group, shared by the torch trainer and the CuPy/NumPy trainer's control plane.
 
-A process started by ``torchrun`` (which sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
-``MASTER_ADDR`` and ``MASTER_PORT``) joins the default process group: NCCL when it trains
-on CUDA, gloo on the CPU. Any other process trains alone without a process group.
+A process started by ``torchrun`` joins the default process group (:func:`setup`): NCCL when
+it trains on CUDA, gloo on the CPU. Any other process trains alone without a process group.
+The collectives below (:func:`any_rank`, :func:`gather_rows`, :func:`gather_objects`) are
+what the trainers need beyond the loss's own reductions; every rank must call them.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from trainers.core.launch import DistEnv, launched_by_torchrun, shard, single_process
 
 __all__ = [
     "DistEnv",
@@ -24,34 +26,6 @@ __all__ = [
     "shard",
     "shutdown",
 ]
-
-
-@dataclass(frozen=True)
-class DistEnv:
-    """Where this process stands.
-
-    Attributes
-    ----------
-    rank, world_size, local_rank : int
-        Global rank, number of processes, rank on this node.
-    device : torch.device
-        The device this process trains on.
-    """
-
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def distributed(self) -> bool:
-        """Whether a process group is active (launched by torchrun)."""
-        return dist.is_available() and dist.is_initialized()
-
-    @property
-    def is_main(self) -> bool:
-        """Whether this is rank 0 (the one that logs, plots and writes checkpoints)."""
-        return self.rank == 0
 
 
 def pick_device(device: str, local_rank: int = 0) -> torch.device:
@@ -91,12 +65,12 @@ def setup(device: str) -> DistEnv:
     use_cuda = dev.type == "cuda"
     if use_cuda:
         torch.cuda.set_device(dev)
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+    if launched_by_torchrun():
         dist.init_process_group(
             backend="nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None
         )
-        return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, dev)
-    return DistEnv(0, 1, 0, dev)
+        return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, dev, distributed=True)
+    return single_process(dev)
 
 
 def shutdown() -> None:
@@ -112,13 +86,6 @@ def any_rank(flag: bool, env: DistEnv) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=env.device)
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return bool(value.item() > 0)
-
-
-def shard(n: int, env: DistEnv) -> slice:
-    """This rank's contiguous block of ``range(n)`` (sizes differ by at most one)."""
-    base, extra = divmod(n, env.world_size)
-    start = env.rank * base + min(env.rank, extra)
-    return slice(start, start + base + (env.rank < extra))
 
 
 def gather_rows(x: torch.Tensor, env: DistEnv) -> torch.Tensor:

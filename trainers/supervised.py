@@ -10,7 +10,7 @@ global view per image (:class:`trainers.torch_ddp.views.MultiCrop` with ``views.
 local views), on the same training split (``data.train_size`` included), with the same
 optimiser and schedule options (``optim.*``: AdamW, no weight decay on norms and biases,
 warm-up then cosine). The frozen backbone is then measured by the same code as the LeJEPA
-one (``trainers.eval_linear``, ``trainers.fewshot``). Single process.
+one (``trainers.eval_linear``, ``trainers.core.probes.few_shot_eval``). Single process.
 
 Writes ``run.dir/supervised.pt`` (atomically): ``backbone`` (``state_dict``), ``config``,
 ``train_time`` (s), ``final_loss`` (mean cross-entropy of the last epoch) and
@@ -39,7 +39,7 @@ from trainers.core.schedule import warmup_cosine
 from trainers.distributed import pick_device
 from trainers.torch_ddp.checkpoint import save_checkpoint
 from trainers.torch_ddp.models import initial_backbone
-from trainers.torch_ddp.trainer import _param_groups, configure_torch
+from trainers.torch_ddp.runtime import configure_torch, param_groups
 from trainers.torch_ddp.views import MultiCrop
 
 __all__ = ["CHECKPOINT_NAME", "Classifier", "main", "train_supervised"]
@@ -65,6 +65,20 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes)`` of images ``(B, C, H, W)``."""
         return self.head(self.backbone(x))
+
+
+def _optimiser(net: nn.Module, o: Any, steps_per_epoch: int) -> tuple[Any, Any]:
+    """AdamW (``optim.*``, no weight decay on norms and biases) and its warm-up + cosine
+    schedule, as in the LeJEPA trainer."""
+    optimizer = torch.optim.AdamW(param_groups(net, o.weight_decay), lr=o.lr)
+    total, warmup = o.epochs * steps_per_epoch, round(o.warmup_epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: warmup_cosine(
+            s, total_steps=total, warmup_steps=warmup, final_ratio=o.final_lr_ratio
+        ),
+    )
+    return optimizer, scheduler
 
 
 def train_supervised(
@@ -100,15 +114,7 @@ def train_supervised(
     )
     backbone = initial_backbone(cfg, data.channels)  # the LeJEPA trainer's initialisation
     net = Classifier(backbone, data.num_classes).to(device)
-    optimizer = torch.optim.AdamW(_param_groups(net, o.weight_decay), lr=o.lr)
-    total = o.epochs * sampler.batches_per_epoch
-    warmup = round(o.warmup_epochs * sampler.batches_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: warmup_cosine(
-            s, total_steps=total, warmup_steps=warmup, final_ratio=o.final_lr_ratio
-        ),
-    )
+    optimizer, scheduler = _optimiser(net, o, sampler.batches_per_epoch)
     mean, std = data.channel_stats()
     views = dataclasses.replace(cfg.views, n_global=1, n_local=0)
     multicrop = MultiCrop(views, cfg.augment, mean=mean, std=std)

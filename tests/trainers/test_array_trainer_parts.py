@@ -1,4 +1,4 @@
-"""Array-API trainer parts (trainers.array_*): MLP + projector + LeJEPA + probe backward and
+"""Array-API trainer parts (trainers.cupy_nccl.*): MLP + projector + LeJEPA + probe backward and
 AdamW against torch autograd / torch.optim.AdamW, views against NumPy oracles, the packed
 gradient reduction."""
 

@@ -190,6 +190,24 @@ def test_smoke_run_on_two_simulated_devices(runs):
     assert names == ["ckpt_00000016.msgpack", "ckpt_00000020.msgpack", "ckpt_00000022.msgpack"]
 
 
+def test_eval_linear_on_the_run(runs, tmp_path, capsys):
+    """The one evaluation CLI reads the JAX checkpoint: its linear probe equals the run's
+    own ``linear_acc``; the random-init baseline is the trainer's initial network."""
+    from trainers import eval_linear
+
+    _check(runs["ref"])
+    out = str(tmp_path / "eval.json")
+    assert eval_linear.main([runs["ref_dir"], "--baseline", "random-init", "--json", out]) == 0
+    with open(out) as fh:
+        results = json.load(fh)
+    assert [r["method"] for r in results] == ["checkpoint", "random-init"]
+    assert results[0]["checkpoint"].endswith("ckpt_00000022.msgpack")
+    assert results[0]["features"] == results[1]["features"] == 32
+    summary = _records(runs["ref_dir"])[-1]
+    assert results[0]["accuracy"] == pytest.approx(summary["linear_acc"], abs=0.01)
+    assert "LeJEPA backbone: linear-probe top-1" in capsys.readouterr().out
+
+
 def test_two_processes_stop_together_on_a_nan(runs):
     for process, result in enumerate(runs["split"]):
         assert result["returncode"] == 3, result["stderr"][-4000:]

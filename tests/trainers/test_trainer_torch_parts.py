@@ -16,7 +16,7 @@ import torch.nn.functional as F  # noqa: E402
 from trainers.core.config import load_config  # noqa: E402
 from trainers.torch_ddp.checkpoint import capture_rng_state, restore_rng_state  # noqa: E402
 from trainers.torch_ddp.models import LeJEPANet, Projector, SmallCNN, build_backbone  # noqa: E402
-from trainers.torch_ddp.trainer import _param_groups  # noqa: E402
+from trainers.torch_ddp.runtime import param_groups  # noqa: E402
 from trainers.torch_ddp.views import MultiCrop, _rotate_hue  # noqa: E402
 
 OFF = [
@@ -217,7 +217,7 @@ def test_no_weight_decay_on_norms_biases_and_vit_embeddings():
         (8,),
         num_classes=3,
     )
-    decay, no_decay = _param_groups(net, 0.1)
+    decay, no_decay = param_groups(net, 0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     ids = {id(p) for p in no_decay["params"]}
     assert id(net.backbone.pos_embed) in ids and id(net.backbone.cls_token) in ids

@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import math
 import numbers
+import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -35,17 +36,25 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
+    "TRAINERS",
     "TrainConfig",
     "VectorConfig",
     "ViewsConfig",
     "config_from_dict",
     "config_parser",
     "config_to_dict",
+    "check_trainer_options",
     "describe_options",
     "diff_configs",
     "load_config",
     "parse_override",
 ]
+
+
+TRAINERS = ("torch_ddp", "jax_pmap", "cupy_nccl")
+"""Every trainer (the ``python -m trainers.NAME`` packages)."""
+_IMAGE_NETS = ("torch_ddp", "jax_pmap")
+"""The trainers of image networks (multi-crop views, photometric augmentations)."""
 
 
 def _opt(
@@ -57,13 +66,24 @@ def _opt(
     gt: float | None = None,
     le: float | None = None,
     ordered: bool = False,
+    trainers: tuple[str, ...] = TRAINERS,
 ) -> Any:
-    """A dataclass field with its help text and range constraints.
+    """A dataclass field with its help text, range constraints and the trainers it applies to.
 
     Numeric bounds (``ge``/``gt``/``le``) apply to the value, or to every element of a
-    tuple; ``ordered`` requires a pair ``(lo, hi)`` with ``lo <= hi``.
+    tuple; ``ordered`` requires a pair ``(lo, hi)`` with ``lo <= hi``; ``trainers`` (names
+    from :data:`TRAINERS`) read the option, the others reject a value other than the default
+    (:func:`check_trainer_options`) and leave it out of their ``--help``.
     """
-    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "ordered": ordered}
+    meta = {
+        "help": help,
+        "choices": choices,
+        "ge": ge,
+        "gt": gt,
+        "le": le,
+        "ordered": ordered,
+        "trainers": trainers,
+    }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -86,6 +106,7 @@ class DataConfig:
         None,
         "streamed sources: a separate test set ('imagefolder:PATH' or 'shards:PATTERN'); "
         "null: hold out test_fraction of data.name",
+        trainers=_IMAGE_NETS,
     )
     test_fraction: float = _opt(
         0.2, "fraction of the samples held out as the test split", gt=0.0, le=0.5
@@ -108,13 +129,17 @@ class DataConfig:
         "streamed sources: decoding processes per rank (0: decode in the training process; "
         "null: this rank's share of the usable CPUs - 1, in [1, 16])",
         ge=0,
+        trainers=_IMAGE_NETS,
     )
-    prefetch: int = _opt(2, "streamed sources: decoded batches each worker keeps ready", ge=1)
+    prefetch: int = _opt(
+        2, "streamed sources: decoded batches each worker keeps ready", ge=1, trainers=_IMAGE_NETS
+    )
     bad_files: str = _opt(
         "skip",
         "streamed sources: an unreadable image is 'skip'ped (named in a warning, counted) "
         "or stops the run ('fail')",
         choices=("skip", "fail"),
+        trainers=_IMAGE_NETS,
     )
 
 
@@ -124,8 +149,10 @@ class ViewsConfig:
 
     n_global: int = _opt(2, "number of global views V_g", ge=1)
     n_local: int = _opt(8, "number of local views V_l (0: global views only)", ge=0)
-    global_size: int = _opt(32, "side of a global view in pixels (also the eval view)", ge=2)
-    local_size: int = _opt(16, "side of a local view in pixels", ge=2)
+    global_size: int = _opt(
+        32, "side of a global view in pixels (also the eval view)", ge=2, trainers=_IMAGE_NETS
+    )
+    local_size: int = _opt(16, "side of a local view in pixels", ge=2, trainers=_IMAGE_NETS)
     global_scale: tuple[float, float] = _opt(
         (0.3, 1.0), "area fraction range of the global crops", gt=0.0, le=1.0, ordered=True
     )
@@ -139,17 +166,27 @@ class ViewsConfig:
 
 @dataclass
 class VectorConfig:
-    """Views of feature vectors and flattened images (trainers.cupy_nccl only)."""
+    """Views of feature vectors and flattened images."""
 
     mask_p: float = _opt(
-        0.0, "probability of masking (zeroing) each standardised feature", ge=0.0, le=0.95
+        0.0,
+        "probability of masking (zeroing) each standardised feature",
+        ge=0.0,
+        le=0.95,
+        trainers=("cupy_nccl",),
     )
-    noise_std: float = _opt(0.0, "std of the Gaussian noise added to standardised features", ge=0.0)
+    noise_std: float = _opt(
+        0.0,
+        "std of the Gaussian noise added to standardised features",
+        ge=0.0,
+        trainers=("cupy_nccl",),
+    )
     mix: float = _opt(
         0.0,
         "mixing: x <- (1 - a) x + a x' with a random training sample x' and a ~ U(0, mix)",
         ge=0.0,
         le=0.5,
+        trainers=("cupy_nccl",),
     )
 
 
@@ -158,19 +195,41 @@ class AugmentConfig:
     """Per-view photometric augmentations (colour operations are skipped on 1-channel data)."""
 
     flip_p: float = _opt(0.5, "probability of a horizontal flip", ge=0.0, le=1.0)
-    jitter_p: float = _opt(0.8, "probability of colour jitter", ge=0.0, le=1.0)
-    brightness: float = _opt(0.4, "colour jitter: brightness factor range 1 +- this", ge=0.0)
-    contrast: float = _opt(0.4, "colour jitter: contrast factor range 1 +- this", ge=0.0)
-    saturation: float = _opt(0.2, "colour jitter (3 channels): saturation range 1 +- this", ge=0.0)
+    jitter_p: float = _opt(
+        0.8, "probability of colour jitter", ge=0.0, le=1.0, trainers=_IMAGE_NETS
+    )
+    brightness: float = _opt(
+        0.4, "colour jitter: brightness factor range 1 +- this", ge=0.0, trainers=_IMAGE_NETS
+    )
+    contrast: float = _opt(
+        0.4, "colour jitter: contrast factor range 1 +- this", ge=0.0, trainers=_IMAGE_NETS
+    )
+    saturation: float = _opt(
+        0.2, "colour jitter (3 channels): saturation range 1 +- this", ge=0.0, trainers=_IMAGE_NETS
+    )
     hue: float = _opt(
-        0.1, "colour jitter (3 channels): hue shift range +- this (turns)", ge=0.0, le=0.5
+        0.1,
+        "colour jitter (3 channels): hue shift range +- this (turns)",
+        ge=0.0,
+        le=0.5,
+        trainers=_IMAGE_NETS,
     )
-    grayscale_p: float = _opt(0.2, "probability of grayscale (3 channels only)", ge=0.0, le=1.0)
-    blur_p: float = _opt(0.5, "probability of a Gaussian blur", ge=0.0, le=1.0)
+    grayscale_p: float = _opt(
+        0.2, "probability of grayscale (3 channels only)", ge=0.0, le=1.0, trainers=_IMAGE_NETS
+    )
+    blur_p: float = _opt(
+        0.5, "probability of a Gaussian blur", ge=0.0, le=1.0, trainers=_IMAGE_NETS
+    )
     blur_sigma: tuple[float, float] = _opt(
-        (0.1, 2.0), "blur sigma range in pixels of the output view", gt=0.0, ordered=True
+        (0.1, 2.0),
+        "blur sigma range in pixels of the output view",
+        gt=0.0,
+        ordered=True,
+        trainers=_IMAGE_NETS,
     )
-    solarize_p: float = _opt(0.2, "probability of solarization (threshold 0.5)", ge=0.0, le=1.0)
+    solarize_p: float = _opt(
+        0.2, "probability of solarization (threshold 0.5)", ge=0.0, le=1.0, trainers=_IMAGE_NETS
+    )
 
 
 @dataclass
@@ -182,15 +241,18 @@ class ModelConfig:
         "'smallcnn' (built-in, fast on CPU) or any timm model name (random init, "
         "no download), e.g. resnet18, vit_small_patch16_224, convnext_atto",
     )
-    width: int = _opt(32, "smallcnn only: channels of the first stage", ge=1)
+    width: int = _opt(32, "smallcnn only: channels of the first stage", ge=1, trainers=_IMAGE_NETS)
     encoder_dims: tuple[int, ...] = _opt(
         (256, 256),
-        "mlp only (trainers.cupy_nccl): widths of the MLP encoder's Linear-LayerNorm-ReLU "
-        "layers; the last is the feature dimension",
+        "widths of the MLP encoder's Linear-LayerNorm-ReLU layers; the last is the feature "
+        "dimension",
         ge=1,
+        trainers=("cupy_nccl",),
     )
     timm_kwargs: dict[str, Any] = _opt(
-        {}, "extra keyword arguments for timm.create_model, e.g. {patch_size: 4}"
+        {},
+        "extra keyword arguments for timm.create_model, e.g. {patch_size: 4}",
+        trainers=_IMAGE_NETS,
     )
     projector_dims: tuple[int, ...] = _opt(
         (512, 128),
@@ -228,7 +290,9 @@ class OptimConfig:
     warmup_epochs: float = _opt(1.0, "linear warm-up length in epochs", ge=0.0)
     final_lr_ratio: float = _opt(1e-3, "final learning rate as a fraction of lr", ge=0.0, le=1.0)
     grad_clip: float | None = _opt(None, "max global gradient norm (null: no clipping)", gt=0.0)
-    accum_steps: int = _opt(1, "micro-batches accumulated per optimiser step", ge=1)
+    accum_steps: int = _opt(
+        1, "micro-batches accumulated per optimiser step", ge=1, trainers=_IMAGE_NETS
+    )
 
 
 @dataclass
@@ -267,7 +331,7 @@ class RunConfig:
         choices=("auto", "fp32", "bf16", "fp16", "fp64"),
     )
     deterministic: bool = _opt(
-        False, "torch.use_deterministic_algorithms(True) (JAX on CPU is deterministic anyway)"
+        False, "torch.use_deterministic_algorithms(True)", trainers=("torch_ddp",)
     )
     threads: int | None = _opt(
         None,
@@ -446,6 +510,8 @@ def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
                 raise _unknown("option", key, [f"{name}.{f}" for f in fields])
             kwargs[option] = _coerce(value, hints[option], key)
             _check_range(kwargs[option], fields[option].metadata, key)
+            if key == "run.dir":
+                _check_run_dir(kwargs[option])
         sections[name] = cls(**kwargs)
     return TrainConfig(**sections)
 
@@ -510,7 +576,31 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     try:
         return section, option, yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ValueError(f"cannot read the value of {key} ({raw!r}) as YAML: {exc}") from None
+        raise ValueError(
+            f"cannot read the value of {key} ({raw!r}) as YAML: {_yaml_problem(exc)}"
+        ) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: the problem and where (PyYAML's text spans lines)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
+
+
+def _check_run_dir(path: str) -> None:
+    """Raise ``ValueError`` unless ``path`` can be the run directory: not empty, and
+    neither it nor its nearest existing parent is a file."""
+    if not path.strip():
+        raise ValueError("run.dir must not be empty")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if os.path.exists(existing) and not os.path.isdir(existing):
+        where = "" if existing == os.path.abspath(path) else f" ({existing} is a file)"
+        raise ValueError(f"run.dir {path!r} must be a directory{where}")
 
 
 def load_config(
@@ -544,7 +634,10 @@ def load_config(
     values: dict[str, Any] = {k: dict(v) for k, v in (base or {}).items()}
     if path is not None:
         with open(path, encoding="utf-8") as fh:
-            loaded = yaml.safe_load(fh)
+            try:
+                loaded = yaml.safe_load(fh)
+            except yaml.YAMLError as exc:
+                raise ValueError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -565,14 +658,53 @@ def load_config(
     return config_from_dict(values)
 
 
-def describe_options() -> str:
-    """One line per option: ``section.option (type, default): help``, for ``--help``."""
-    lines = []
-    defaults = config_to_dict(TrainConfig())
+def check_trainer_options(cfg: TrainConfig, trainer: str) -> None:
+    """Raise ``ValueError`` for an option set (to a value other than its default) that
+    ``trainer`` does not read.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        A resolved configuration.
+    trainer : str
+        One of :data:`TRAINERS`.
+    """
+    defaults, values = config_to_dict(TrainConfig()), config_to_dict(cfg)
     for name, cls in _SECTIONS.items():
-        lines.append(f"{name}:  {cls.__doc__.strip()}")
-        hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
+            applies = f.metadata["trainers"]
+            if trainer not in applies and values[name][f.name] != defaults[name][f.name]:
+                users = ", ".join(f"trainers.{t}" for t in applies)
+                raise ValueError(
+                    f"{name}.{f.name} does not apply to trainers.{trainer} (only to {users}); "
+                    "remove it"
+                )
+
+
+def describe_options(
+    trainer: str | None = None, base: Mapping[str, Mapping[str, Any]] | None = None
+) -> str:
+    """One line per option: ``section.option (type, default): help``, for ``--help``.
+
+    Parameters
+    ----------
+    trainer : str, optional
+        List only the options this trainer reads (default: all).
+    base : Mapping, optional
+        The trainer's own defaults (as for :func:`load_config`).
+    """
+    lines = []
+    defaults = config_to_dict(config_from_dict(base or {}))
+    for name, cls in _SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        fields = [
+            f
+            for f in dataclasses.fields(cls)
+            if trainer is None or trainer in f.metadata["trainers"]
+        ]
+        if fields:
+            lines.append(f"{name}:  {cls.__doc__.strip()}")
+        for f in fields:
             default = (
                 yaml.safe_dump(defaults[name][f.name], default_flow_style=True, width=1000)
                 .strip()
@@ -584,9 +716,14 @@ def describe_options() -> str:
     return "\n".join(lines)
 
 
-def config_parser(prog: str, description: str) -> argparse.ArgumentParser:
+def config_parser(
+    prog: str,
+    description: str,
+    trainer: str | None = None,
+    base: Mapping[str, Mapping[str, Any]] | None = None,
+) -> argparse.ArgumentParser:
     """An argument parser with ``--config FILE``, ``section.option=value`` overrides, and
-    every option of :class:`TrainConfig` described in ``--help``.
+    the options of :class:`TrainConfig` described in ``--help``.
 
     Parameters
     ----------
@@ -594,6 +731,9 @@ def config_parser(prog: str, description: str) -> argparse.ArgumentParser:
         Program name shown in the usage line.
     description : str
         Text shown above the arguments.
+    trainer, base : optional
+        Describe only this trainer's options, with its own defaults
+        (:func:`describe_options`).
 
     Returns
     -------
@@ -604,7 +744,8 @@ def config_parser(prog: str, description: str) -> argparse.ArgumentParser:
         prog=prog,
         description=description,
         epilog="configuration options, set in the YAML file as {section: {option: value}} or "
-        "on the command line as section.option=value (command line wins):\n\n" + describe_options(),
+        "on the command line as section.option=value (command line wins):\n\n"
+        + describe_options(trainer, base),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(

@@ -13,10 +13,15 @@ for unlabelled data. Sources (``data.name``):
   ``test_fraction`` and ``split_seed`` do not apply.
 * ``imagefolder:PATH``: image files (png, jpg, jpeg, bmp, gif, webp, tif, tiff) either in
   class sub-folders of ``PATH`` (labels = sorted folder names) or directly in ``PATH``
-  (unlabelled). Greyscale if every image is, else RGB.
+  (unlabelled). Greyscale if every image is, else RGB. 16-bit greyscale images (``I;16``)
+  are scaled by 1/65535, 8-bit ones by 1/255. A file that cannot be read as an image is an
+  error naming it.
 * ``npz:PATH``: an ``.npz`` file with ``images`` of shape ``(N, H, W)`` or ``(N, H, W, C)``
   (``C`` in 1, 3; ``uint8`` in 0..255 or floats in ``[0, 1]``) and optional ``labels``
   ``(N,)`` integers.
+
+Labels of every source are class indices ``0..C-1``; integer labels with gaps (``1..10``,
+or ``{0, 10**9}``) are renumbered ``0..C-1`` in sorted order, with a warning.
 
 ``train_size`` (``data.train_size``) keeps a seeded random subset of the training split, of
 every source, for runs at a smaller scale; the test split is never reduced.
@@ -30,6 +35,10 @@ import importlib.resources
 import importlib.util
 import os
 import pickle
+import warnings
+import zipfile
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +50,7 @@ __all__ = [
     "check_labels",
     "load_configured",
     "load_dataset",
+    "read_npz",
     "split_indices",
     "subset_train",
 ]
@@ -213,7 +223,7 @@ def _to_float_nchw(images: np.ndarray, source: str) -> np.ndarray:
     if images.dtype == np.uint8:
         out = images.astype(np.float32) / 255.0
     elif np.issubdtype(images.dtype, np.floating):
-        out = images.astype(np.float32)
+        out = images.astype(np.float32, copy=False)
         if not np.all(np.isfinite(out)) or out.min() < 0.0 or out.max() > 1.0:
             raise ValueError(f"{source}: float images must be finite and lie in [0, 1]")
     else:
@@ -222,45 +232,113 @@ def _to_float_nchw(images: np.ndarray, source: str) -> np.ndarray:
 
 
 def check_labels(labels: np.ndarray, n: int, source: str) -> tuple[np.ndarray, int]:
-    """``labels`` as ``int64`` and the number of classes, or ``ValueError`` (naming
-    ``source``) unless they are ``n`` non-negative integers."""
+    """``labels`` as ``int64`` class indices ``0..C-1`` and the number of classes ``C``.
+
+    ``ValueError`` (naming ``source``) unless they are ``n`` non-negative integers. Labels
+    with gaps are renumbered ``0..C-1`` in sorted order (with a warning), so ``C`` is the
+    number of distinct labels, never ``max + 1`` (a label ``10**9`` must not make a
+    billion-class probe).
+    """
     if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(
             f"{source}: labels must be integers of shape ({n},), got {labels.dtype} {labels.shape}"
         )
-    if n and labels.min() < 0:
+    if n == 0:
+        return labels.astype(np.int64), 0
+    if labels.min() < 0:
         raise ValueError(f"{source}: labels must be >= 0")
-    return labels.astype(np.int64), int(labels.max()) + 1 if n else 0
+    classes, dense = np.unique(labels, return_inverse=True)
+    if int(classes[-1]) != len(classes) - 1:
+        warnings.warn(
+            f"{source}: labels are not 0..C-1 ({len(classes)} distinct values from "
+            f"{int(classes[0])} to {int(classes[-1])}); renumbered 0..{len(classes) - 1} "
+            "in sorted order",
+            stacklevel=2,
+        )
+    return dense.reshape(n).astype(np.int64), len(classes)
+
+
+def read_npz(path: str, source: str, names: Sequence[str]) -> tuple[dict[str, np.ndarray], list]:
+    """The arrays ``names`` (those present) of the ``.npz`` file ``path``, and all its names.
+
+    Every failure is a ``ValueError`` naming ``source``: a missing file, a file that is not
+    an ``.npz`` archive (``numpy.savez`` writes one), a damaged member, pickled objects.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"{source}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{source}: not an .npz archive (numpy.savez writes one)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {k: archive[k] for k in names if k in archive.files}, list(archive.files)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{source}: damaged .npz archive ({exc})") from None
 
 
 def _npz(path: str) -> tuple[np.ndarray, np.ndarray | None, int]:
     source = f"npz:{path}"
-    with np.load(path, allow_pickle=False) as data:
-        if "images" not in data:
-            raise ValueError(f"{source}: no array named 'images' (found {sorted(data.files)})")
-        images = _to_float_nchw(data["images"], source)
-        if "labels" not in data:
-            return images, None, 0
-        labels, num_classes = check_labels(data["labels"], len(images), source)
+    data, names = read_npz(path, source, ("images", "labels"))
+    if "images" not in data:
+        raise ValueError(f"{source}: no array named 'images' (found {sorted(names)})")
+    images = _to_float_nchw(data["images"], source)
+    if "labels" not in data:
+        return images, None, 0
+    labels, num_classes = check_labels(data["labels"], len(images), source)
     return images, labels, num_classes
 
 
+WIDE_GREY_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I": 65535.0, "F": 1.0}
+"""PIL modes of greyscale images deeper than 8 bits, with the value of full white (PIL
+reads 16-bit PNGs as ``I;16``, or ``I`` in older versions)."""
+
+
 def _read_image(path: str, size: int | None, grey: bool) -> np.ndarray:
+    """The image file ``path`` as ``float32`` ``(H, W)`` (``grey``) or ``(H, W, 3)`` in
+    ``[0, 1]``, resized and centre-cropped to ``size``; ``ValueError`` naming the file if
+    it cannot be read."""
     from PIL import Image
 
-    with Image.open(path) as img:
-        img = img.convert("L" if grey else "RGB")
-        if size is not None:
-            scale = size / min(img.size)
-            new = (max(size, round(img.size[0] * scale)), max(size, round(img.size[1] * scale)))
-            img = img.resize(new, Image.BILINEAR)
-            left, top = (new[0] - size) // 2, (new[1] - size) // 2
-            img = img.crop((left, top, left + size, top + size))
-        return np.asarray(img, dtype=np.uint8)
+    try:
+        with Image.open(path) as img:
+            if img.mode in WIDE_GREY_MODES:  # scale to [0, 1]: converting to "L" clips at 255
+                full = WIDE_GREY_MODES[img.mode]
+                wide = np.asarray(img, dtype=np.float64)
+                if wide.min() < 0.0 or wide.max() > full:
+                    raise ValueError(f"{img.mode} pixel values outside [0, {full:g}]")
+                img = Image.fromarray((wide / full).astype(np.float32))
+            else:
+                img = img.convert("L" if grey else "RGB")
+            if size is not None:
+                img = _resize_crop(img, size)
+            out = np.asarray(img, dtype=np.float32)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from None
+    if img.mode != "F":
+        return out / 255.0
+    return out if grey else np.repeat(out[..., None], 3, axis=-1)
+
+
+def _resize_crop(img: Any, size: int) -> Any:
+    from PIL import Image
+
+    scale = size / min(img.size)
+    new = (max(size, round(img.size[0] * scale)), max(size, round(img.size[1] * scale)))
+    img = img.resize(new, Image.BILINEAR)
+    left, top = (new[0] - size) // 2, (new[1] - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def _image_mode(path: str) -> str:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.mode
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from None
 
 
 def _imagefolder(path: str, size: int | None) -> tuple[np.ndarray, np.ndarray | None, int]:
-    from PIL import Image
 
     source = f"imagefolder:{path}"
     if not os.path.isdir(path):
@@ -291,11 +369,7 @@ def _imagefolder(path: str, size: int | None) -> tuple[np.ndarray, np.ndarray | 
         files, label_array = loose, None
     if not files:
         raise ValueError(f"{source}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
-    modes = set()
-    for f in files:
-        with Image.open(f) as img:
-            modes.add(img.mode)
-    grey = modes <= {"1", "L", "I;16", "I"}
+    grey = {_image_mode(f) for f in files} <= {"1", "L", *WIDE_GREY_MODES}
     arrays = [_read_image(f, size, grey) for f in files]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:

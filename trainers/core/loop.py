@@ -1,34 +1,47 @@
-"""The run loop shared by every trainer: epochs, records, progress bar, cadences, summary.
+"""The run loop shared by every trainer: epochs, records, progress bar, cadences, checkpoints,
+resume, summary.
 
 Framework-free. A trainer subclasses :class:`RunLoop` and supplies the framework parts —
 one optimiser step (:meth:`RunLoop._train_step`), the evaluation (:meth:`RunLoop.evaluate`,
-usually through :func:`eval_record`), checkpointing (:meth:`RunLoop.save`) and the test
-embeddings (:meth:`RunLoop._test_embeddings`); :meth:`RunLoop.fit` then trains to the end
-and writes the same ``metrics.jsonl`` records, progress bar, plots and summary whichever
-framework computed them. The helpers below (resume decisions, the run directory's first
-files, seeds) are shared in the same way.
+usually through :func:`eval_record`), the test embeddings (:meth:`RunLoop._test_embeddings`)
+and two checkpoint hooks (:meth:`RunLoop._checkpoint_state`,
+:meth:`RunLoop._load_checkpoint_state`) with its file format
+(:class:`trainers.core.checkpoints.CheckpointFormat`); :meth:`RunLoop.start_or_resume`,
+:meth:`RunLoop.save` and :meth:`RunLoop.fit` then start or continue the run, checkpoint it
+and train it to the end, writing the same ``metrics.jsonl`` records, progress bar, plots and
+summary whichever framework computed them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from tqdm import tqdm
 
 from trainers.core import rundir
+from trainers.core.checkpoints import (
+    CheckpointError,
+    CheckpointFormat,
+    RunPosition,
+    check_checkpoint_path,
+    check_resumable,
+    newest_readable,
+    read_checkpoint,
+)
 from trainers.core.config import (
     TrainConfig,
-    config_from_dict,
+    check_trainer_options,
     config_parser,
     config_to_dict,
-    diff_configs,
     load_config,
 )
 from trainers.core.datasets import ImageDataset
@@ -44,35 +57,21 @@ from trainers.core.sampler import EpochSampler
 from trainers.core.stream import Batch, StreamSampler
 
 __all__ = [
-    "RESUMABLE_CHANGES",
-    "add_resume_argument",
     "NonFiniteLoss",
     "RunLoop",
-    "check_checkpoint_path",
-    "check_resumable",
+    "add_resume_argument",
     "derive_seed",
     "eval_record",
-    "nonfinite_message",
+    "load_trainer_config",
     "parse_trainer_args",
-    "resolve_resume",
+    "per_worker_batch",
     "run_trainer",
     "start_run",
+    "step_stats",
+    "trainer_parser",
 ]
 
-RESUMABLE_CHANGES = frozenset(
-    {
-        "run.dir",
-        "run.progress",
-        "run.threads",
-        "run.log_every_steps",
-        "data.workers",
-        "data.prefetch",
-        "eval.batch_size",
-        "debug.nan_at_step",
-        "debug.nan_rank",
-    }
-)
-"""Options that may differ between a checkpoint's configuration and the resuming command."""
+T = TypeVar("T")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -84,13 +83,46 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
-def nonfinite_message(step: int, epoch: int, run_dir: str, ext: str = ".pt") -> str:
-    """The error text of a non-finite loss at optimiser step ``step`` (1-based); ``ext``:
-    the trainer's checkpoint file extension."""
-    return (
-        f"non-finite loss at step {step} (epoch {epoch + 1}); training stopped on every "
-        f"rank; last good checkpoint: {rundir.latest_checkpoint(run_dir, ext) or 'none'}"
-    )
+def per_worker_batch(batch_size: int, workers: int, accum_steps: int, workers_name: str) -> int:
+    """Samples per worker and micro-batch: ``batch_size / (workers * accum_steps)``.
+
+    Raises
+    ------
+    ValueError
+        The batch size is not a positive multiple of ``workers * accum_steps``
+        (``workers_name`` says what the workers are: ranks, devices).
+    """
+    per_worker, rem = divmod(batch_size, workers * accum_steps)
+    if rem or per_worker == 0:
+        raise ValueError(
+            f"optim.batch_size ({batch_size}) must be a positive multiple of "
+            f"{workers_name} x optim.accum_steps ({workers} x {accum_steps})"
+        )
+    return per_worker
+
+
+def step_stats(
+    loss: float,
+    prediction: float,
+    sigreg: float,
+    probe_loss: float,
+    *,
+    lr: float,
+    data_time: float,
+    started: float,
+) -> dict[str, Any]:
+    """The measurements :meth:`RunLoop._train_step` returns: the step's LeJEPA loss, its
+    prediction and SIGReg terms, the probe loss, the learning rate, the data time and
+    ``step_time`` counted from the ``time.perf_counter()`` value ``started``."""
+    return {
+        "loss": loss,
+        "prediction": prediction,
+        "sigreg": sigreg,
+        "probe_loss": probe_loss,
+        "lr": lr,
+        "data_time": data_time,
+        "step_time": time.perf_counter() - started,
+    }
 
 
 def add_resume_argument(parser: argparse.ArgumentParser) -> None:
@@ -98,75 +130,10 @@ def add_resume_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         metavar="auto|CKPT",
-        help="continue a run: 'auto' takes the latest checkpoint in run.dir "
+        help="continue a run: 'auto' takes the newest checkpoint in run.dir that loads "
         "(and starts afresh if there is none), or give the path of a checkpoint in run.dir; "
         "repeat the run's options (a few, e.g. run.progress and debug.*, may change)",
     )
-
-
-def resolve_resume(resume: str | None, latest: str | None, run_dir: str) -> str | None:
-    """The checkpoint to resume from, or ``None`` for a new run.
-
-    Parameters
-    ----------
-    resume : str or None
-        ``--resume``: ``"auto"``, a checkpoint path, or ``None``.
-    latest : str or None
-        The latest checkpoint in ``run_dir``.
-    run_dir : str
-        ``run.dir``.
-
-    Raises
-    ------
-    ValueError
-        No ``--resume`` but ``run_dir`` already holds checkpoints.
-    """
-    if resume == "auto":
-        return latest
-    if resume is None and latest is not None:
-        raise ValueError(
-            f"run.dir {run_dir!r} already holds checkpoints: pass --resume "
-            "auto to continue that run, or choose another run.dir"
-        )
-    return resume
-
-
-def check_resumable(
-    cfg: TrainConfig, path: str, saved_config: Mapping[str, Any], saved_world: int, world: int
-) -> None:
-    """Raise ``ValueError`` unless the checkpoint ``path`` can continue this run.
-
-    Parameters
-    ----------
-    cfg : TrainConfig
-        The resuming command's configuration.
-    path : str
-        The checkpoint (must exist and be in ``cfg.run.dir``).
-    saved_config : Mapping
-        The checkpoint's configuration (:func:`trainers.core.config.config_to_dict`).
-    saved_world, world : int
-        Data-parallel sizes of the checkpointed run and of this one.
-    """
-    changed = set(diff_configs(cfg, config_from_dict(saved_config))) - RESUMABLE_CHANGES
-    if changed:
-        raise ValueError(
-            f"{path} was written with a different configuration "
-            f"({', '.join(sorted(changed))} differ); "
-            "resume with the run's own options (see its config.yaml)"
-        )
-    if saved_world != world:
-        raise ValueError(
-            f"{path} was written with world size {saved_world}; resume "
-            f"with the same world size (now {world})"
-        )
-
-
-def check_checkpoint_path(path: str, run_dir: str) -> None:
-    """Raise ``ValueError`` unless ``path`` is an existing file in ``run_dir``."""
-    if not os.path.isfile(path):
-        raise ValueError(f"--resume {path!r}: no such checkpoint")
-    if os.path.realpath(os.path.dirname(path)) != os.path.realpath(run_dir):
-        raise ValueError(f"--resume {path!r}: the checkpoint must be in run.dir {run_dir!r}")
 
 
 def start_run(cfg: TrainConfig, metrics: MetricsLog, info: Mapping[str, Any]) -> None:
@@ -231,25 +198,59 @@ def eval_record(
     return record
 
 
+def trainer_parser(
+    trainer: str, description: str, *, base: Mapping[str, Mapping[str, Any]] | None = None
+) -> argparse.ArgumentParser:
+    """The command-line parser of ``python -m trainers.<trainer>``: ``--config``,
+    ``--resume`` and overrides, with only this trainer's options in ``--help``.
+
+    Parameters
+    ----------
+    trainer : str
+        One of :data:`trainers.core.config.TRAINERS`.
+    description : str
+        For ``--help``.
+    base : Mapping, optional
+        This trainer's own defaults (see :func:`trainers.core.config.load_config`).
+    """
+    parser = config_parser(f"python -m trainers.{trainer}", description, trainer, base)
+    add_resume_argument(parser)
+    return parser
+
+
+def load_trainer_config(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    trainer: str,
+    *,
+    base: Mapping[str, Mapping[str, Any]] | None = None,
+) -> TrainConfig:
+    """The configuration of parsed trainer arguments (``config``, ``overrides``), checked to
+    set only options that ``trainer`` reads; exits with status 2 and a usage message on a bad
+    configuration (``parser.error``)."""
+    try:
+        cfg = load_config(args.config, args.overrides, base=base)
+        check_trainer_options(cfg, trainer)
+    except (OSError, TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    return cfg
+
+
 def parse_trainer_args(
-    prog: str,
+    trainer: str,
     description: str,
     argv: list[str] | None,
     *,
     base: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[argparse.ArgumentParser, argparse.Namespace, TrainConfig]:
-    """A trainer's command line: ``--config``, ``--resume``, overrides (exits with status 2
-    and a usage message on a bad configuration).
+    """A trainer's command line (:func:`trainer_parser`, :func:`load_trainer_config`).
 
     Parameters
     ----------
-    prog, description : str
-        For ``--help``.
+    trainer, description, base
+        As for :func:`trainer_parser`.
     argv : list of str or None
         The arguments (``None``: ``sys.argv[1:]``).
-    base : Mapping, optional
-        This trainer's own defaults, applied before the YAML file (see
-        :func:`trainers.core.config.load_config`).
 
     Returns
     -------
@@ -257,14 +258,9 @@ def parse_trainer_args(
         The parser (for further ``parser.error`` calls), the parsed arguments (``resume``)
         and the resolved configuration.
     """
-    parser = config_parser(prog, description)
-    add_resume_argument(parser)
+    parser = trainer_parser(trainer, description, base=base)
     args = parser.parse_intermixed_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides, base=base)
-    except (OSError, TypeError, ValueError) as exc:
-        parser.error(str(exc))
-    return parser, args, cfg
+    return parser, args, load_trainer_config(parser, args, trainer, base=base)
 
 
 def run_trainer(
@@ -276,14 +272,19 @@ def run_trainer(
 ) -> int:
     """Build a trainer and fit it; the exit status: 0 done, 2 bad configuration (a
     ``TypeError``/``ValueError`` while building), 3 non-finite loss (``on_nonfinite`` runs
-    after the error is printed, e.g. a barrier so that every rank reports). Errors are
-    printed as ``"{who} {rank}: error: ..."``."""
+    after the error is printed, e.g. a barrier so that every rank reports), 4 a file that
+    cannot be written or read (an ``OSError``: read-only run directory, full disk). Errors
+    are printed as one line ``"{who} {rank}: error: ..."``. The main rank first removes
+    temporary files that a crash left in ``run.dir``."""
+    trainer = None
     try:
         try:
             trainer = build()
         except (TypeError, ValueError) as exc:
             print(f"{who} {rank}: error: {exc}", file=sys.stderr, flush=True)
             return 2
+        if trainer.is_main:
+            _remove_stale_temp_files(trainer.cfg.run.dir)
         trainer.fit()
         return 0
     except NonFiniteLoss as exc:
@@ -291,6 +292,30 @@ def run_trainer(
         if on_nonfinite is not None:
             on_nonfinite()
         return 3
+    except OSError as exc:
+        run_dir = None if trainer is None else trainer.cfg.run.dir
+        print(f"{who} {rank}: error: {os_error_message(exc, run_dir)}", file=sys.stderr)
+        return 4
+
+
+def os_error_message(exc: OSError, run_dir: str | None) -> str:
+    """One line for a failed file operation: what failed and on which file (``run_dir``
+    when the error does not name one, e.g. a failed append)."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename:
+        return f"{what}: {exc.filename}"
+    return what if run_dir is None else f"{what} (writing to run.dir {run_dir})"
+
+
+def _remove_stale_temp_files(run_dir: str) -> None:
+    removed = rundir.remove_stale_temp_files(run_dir)
+    if removed:
+        names = ", ".join(os.path.basename(p) for p in removed)
+        print(
+            f"warning: removed {len(removed)} stale temporary file(s) in {run_dir}: {names}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _timed_next(batches: Iterator[Any]) -> tuple[Any, float] | None:
@@ -311,22 +336,34 @@ def _format(record: Mapping[str, Any]) -> str:
 class RunLoop(ABC):
     """Epoch/step bookkeeping of a training run and the loop that drives it.
 
-    Subclasses set the attributes below in their constructor (before :meth:`fit`), and
-    implement the abstract methods.
+    Subclasses set the attributes below in their constructor, implement the abstract
+    methods, and end the constructor with :meth:`start_or_resume`.
 
     Attributes
     ----------
     cfg : TrainConfig
+    checkpoint_format : CheckpointFormat
+        The trainer's checkpoint file format (a class attribute).
     metrics : MetricsLog
         ``run.dir/metrics.jsonl``.
     sampler : EpochSampler or StreamSampler
         This rank's batches: sample indices of in-memory data, or decoded
         :class:`~trainers.core.stream.Batch` es of a streamed source (the time ``fit``
-        waits for one counts as data time).
+        waits for one counts as data time; checkpoints store its position).
+    rank : int
+        This process's rank (the one that injects ``debug.nan_at_step``).
+    world_size : int
+        Data-parallel size stored in checkpoints (ranks or devices).
     is_main : bool
         Whether this rank writes files and shows the progress bar.
     has_probe : bool
         Whether the network has an online probe (labelled data).
+    data : dataset
+        The training and test splits (``train_labels``, ``test_labels``, ``num_classes``).
+    num_classes : int
+        Classes of the training data (0: unlabelled).
+    data_fingerprint : str
+        :func:`trainers.core.checkpoints.data_fingerprint` of the training data.
     epoch, batch_in_epoch, step : int
         Position: epochs done, batches done in the current epoch, optimiser steps done.
     train_time : float
@@ -334,10 +371,16 @@ class RunLoop(ABC):
     """
 
     cfg: TrainConfig
+    checkpoint_format: CheckpointFormat
     metrics: MetricsLog
     sampler: EpochSampler | StreamSampler
+    rank: int
+    world_size: int
     is_main: bool
     has_probe: bool
+    data: Any
+    num_classes: int
+    data_fingerprint: str
     epoch: int = 0
     batch_in_epoch: int = 0
     step: int = 0
@@ -358,8 +401,8 @@ class RunLoop(ABC):
         """One optimiser step on this rank's ``batch`` (indices of in-memory data, or a
         decoded streamed batch); advances ``self.step``.
 
-        Returns the step's ``loss``, ``prediction``, ``sigreg``, ``probe_loss``, ``lr``,
-        ``data_time`` and ``step_time``; raises :class:`NonFiniteLoss`.
+        Returns the step's :func:`step_stats`; raises :class:`NonFiniteLoss` (see
+        :meth:`_nonfinite`).
         """
 
     @abstractmethod
@@ -367,22 +410,164 @@ class RunLoop(ABC):
         """The eval record of the current state (:func:`eval_record`)."""
 
     @abstractmethod
-    def save(self) -> None:
-        """Checkpoint the whole state (every rank calls)."""
-
-    @abstractmethod
     def _test_embeddings(self) -> np.ndarray:
         """Projector outputs ``(M, D)`` of the test split's evaluation views."""
+
+    @abstractmethod
+    def _checkpoint_state(self) -> Any:
+        """The framework state to checkpoint (every rank calls; the main rank's value is
+        written by ``checkpoint_format.write``)."""
+
+    @abstractmethod
+    def _load_checkpoint_state(self, state: Any) -> None:
+        """Restore the framework state that ``checkpoint_format.read`` returned."""
 
     def _summary_extras(self) -> dict[str, Any]:
         """Extra summary fields (every rank calls; default none)."""
         return {}
 
+    def _agree(self, choose: Callable[[], T]) -> T:
+        """The main rank's ``choose()``, known to every rank. The default runs ``choose``
+        on every process (which must then agree); trainers with an object broadcast
+        override it."""
+        return choose()
+
+    # ------------------------------------------------------------------ checkpoints
+    def position(self) -> RunPosition:
+        """The counters, configuration and data identity a checkpoint stores now."""
+        return RunPosition(
+            epoch=self.epoch,
+            batch_in_epoch=self.batch_in_epoch,
+            step=self.step,
+            train_time=self.train_time,
+            metrics_count=self.metrics.count,
+            world_size=self.world_size,
+            config=config_to_dict(self.cfg),
+            num_classes=self.num_classes,
+            data_fingerprint=self.data_fingerprint,
+            data_stream=(
+                json.dumps(self.sampler.state(self.epoch, self.batch_in_epoch))
+                if isinstance(self.sampler, StreamSampler)
+                else None
+            ),
+        )
+
+    def save(self) -> None:
+        """Checkpoint the whole state (every rank calls; the main rank writes the file and
+        prunes old checkpoints)."""
+        state = self._checkpoint_state()
+        if not self.is_main:
+            return
+        fmt, run_dir = self.checkpoint_format, self.cfg.run.dir
+        fmt.write(
+            rundir.checkpoint_path(run_dir, self.step, fmt.suffix), self.position().to_dict(), state
+        )
+        rundir.prune_checkpoints(run_dir, self.cfg.run.keep_checkpoints, fmt.suffix)
+
+    def _find_checkpoint(self, resume: str | None) -> tuple[str, RunPosition, Any] | None:
+        """The checkpoint to resume from with its position and state, or ``None`` for a
+        new run (``--resume auto``: the main rank picks the newest one that reads)."""
+        fmt, run_dir = self.checkpoint_format, self.cfg.run.dir
+        if resume is None:
+            if rundir.list_checkpoints(run_dir, fmt.suffix):
+                raise ValueError(
+                    f"run.dir {run_dir!r} already holds checkpoints: pass --resume "
+                    "auto to continue that run, or choose another run.dir"
+                )
+            return None
+        if resume != "auto":
+            check_checkpoint_path(resume, run_dir)
+            return (resume, *read_checkpoint(fmt, resume))
+        found: list[tuple[str, RunPosition, Any] | None] = []
+
+        def newest() -> str | None:
+            found.append(newest_readable(fmt, run_dir))
+            return None if found[-1] is None else found[-1][0]
+
+        path = self._agree(newest)
+        if path is None:
+            return None
+        if found and found[-1] is not None and found[-1][0] == path:
+            return found[-1]
+        return (path, *read_checkpoint(fmt, path))
+
+    def start_or_resume(self, resume: str | None, info: Mapping[str, Any]) -> None:
+        """Continue from a checkpoint, or start the run directory (every rank calls).
+
+        Parameters
+        ----------
+        resume : str or None
+            ``--resume``: ``"auto"``, a checkpoint path in ``run.dir``, or ``None``.
+        info : Mapping
+            Extra ``run_info.json`` fields of a new run (:func:`start_run`).
+
+        Raises
+        ------
+        ValueError
+            A run directory that already holds checkpoints without ``resume``, an unreadable
+            checkpoint, or one that cannot continue this run
+            (:func:`trainers.core.checkpoints.check_resumable`).
+        """
+        found = self._find_checkpoint(resume)
+        if found is None:
+            if self.is_main:
+                start_run(self.cfg, self.metrics, info)
+            return
+        path, saved, state = found
+        check_resumable(
+            self.cfg,
+            path,
+            saved,
+            world_size=self.world_size,
+            num_classes=self.num_classes,
+            fingerprint=self.data_fingerprint,
+        )
+        self._load_checkpoint_state(state)
+        self.epoch, self.batch_in_epoch = saved.epoch, saved.batch_in_epoch
+        self.step, self.train_time = saved.step, saved.train_time
+        if isinstance(self.sampler, StreamSampler):
+            if saved.data_stream is None:
+                raise CheckpointError(f"{path} holds no data stream position")
+            self.sampler.check(json.loads(saved.data_stream), self.epoch, self.batch_in_epoch)
+        if self.is_main:
+            self.metrics.truncate(saved.metrics_count)
+
+    # --------------------------------------------------------------------- steps
+    def _eval_record(
+        self,
+        embeddings: np.ndarray,
+        features: tuple[np.ndarray, np.ndarray] | None,
+        probe_predictions: np.ndarray | None,
+    ) -> dict[str, Any]:
+        """:func:`eval_record` of ``self.data`` at the current position."""
+        return eval_record(
+            self.cfg,
+            self.data,
+            epoch=self.epoch,
+            step=self.step,
+            embeddings=embeddings,
+            features=features,
+            probe_predictions=probe_predictions,
+        )
+
+    def _inject_nan(self) -> bool:
+        """Whether this rank poisons the loss of the coming step (``debug.nan_at_step``,
+        ``debug.nan_rank``)."""
+        debug = self.cfg.debug
+        return debug.nan_at_step == self.step + 1 and debug.nan_rank in (None, self.rank)
+
+    def _nonfinite(self) -> NonFiniteLoss:
+        """The error of a non-finite loss in the coming step, naming the last good
+        checkpoint."""
+        latest = rundir.latest_checkpoint(self.cfg.run.dir, self.checkpoint_format.suffix)
+        return NonFiniteLoss(
+            f"non-finite loss at step {self.step + 1} (epoch {self.epoch + 1}); training "
+            f"stopped on every rank; last good checkpoint: {latest or 'none'}"
+        )
+
     def _progress_bar(self) -> Any:
         if not (self.is_main and self.cfg.run.progress):
             return None
-        from tqdm import tqdm
-
         return tqdm(
             total=self.total_steps,
             initial=self.step,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,11 +26,36 @@ __all__ = [
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file, in order (``[]`` if it does not exist)."""
+    """The records of a ``metrics.jsonl`` file, in order (``[]`` if it does not exist).
+
+    A last line without its newline that is not valid JSON (an append interrupted by a crash
+    or a full disk) is ignored with a warning naming the file; a resumed run drops it.
+
+    Raises
+    ------
+    ValueError
+        Any other line is not a JSON record.
+    """
     if not os.path.exists(path):
         return []
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        lines = fh.read().split("\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if number == len(lines):  # no newline after it: a torn append
+                print(
+                    f"warning: {path}: ignoring a partial last line (an interrupted write)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                break
+            raise ValueError(f"{path}: line {number} is not a JSON record ({exc})") from None
+    return records
 
 
 class MetricsLog:

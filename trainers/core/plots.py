@@ -17,6 +17,7 @@ __all__ = ["plot_accuracy", "plot_losses", "plot_spectrum"]
 
 
 def _figure(ncols: int):
+    # matplotlib is imported on first use (slow to load; only the end-of-run plots need it)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

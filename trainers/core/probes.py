@@ -29,6 +29,7 @@ __all__ = [
     "configured_linear_eval",
     "few_shot_eval",
     "few_shot_indices",
+    "flat_pixels",
     "linear_eval",
 ]
 
@@ -45,12 +46,30 @@ class LinearEvalResult(NamedTuple):
 
 
 def _fit(x: np.ndarray, y: np.ndarray, c: float, max_iter: int):
+    # scikit-learn is imported on first use: only the probes need it, and it is slow to load
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
     return model.fit(x, y)
+
+
+def _cv_scores(
+    x: np.ndarray, y: np.ndarray, cs: Sequence[float], folds: int, seed: int, max_iter: int
+) -> dict[float, float]:
+    """Mean stratified ``folds``-fold validation accuracy of every ``C`` in ``cs``."""
+    from sklearn.model_selection import StratifiedKFold  # first use: see _fit
+
+    splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y))
+    return {
+        c: float(
+            np.mean(
+                [_fit(x[fit], y[fit], c, max_iter).score(x[val], y[val]) for fit, val in splits]
+            )
+        )
+        for c in cs
+    }
 
 
 def linear_eval(
@@ -89,32 +108,15 @@ def linear_eval(
     -------
     LinearEvalResult
     """
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.exceptions import ConvergenceWarning  # first use: see _fit
     from threadpoolctl import threadpool_limits
 
     x_train = np.asarray(train_features, dtype=np.float64).reshape(len(train_features), -1)
     x_test = np.asarray(test_features, dtype=np.float64).reshape(len(test_features), -1)
     with warnings.catch_warnings(), threadpool_limits(limits=threads):
         warnings.simplefilter("ignore", ConvergenceWarning)
-        scores = {}
-        if len(cs) > 1:
-            splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-            splits = list(splitter.split(x_train, train_labels))
-            for c in cs:
-                scores[c] = float(
-                    np.mean(
-                        [
-                            _fit(x_train[fit], train_labels[fit], c, max_iter).score(
-                                x_train[val], train_labels[val]
-                            )
-                            for fit, val in splits
-                        ]
-                    )
-                )
-            best = max(cs, key=lambda c: scores[c])
-        else:
-            best = cs[0]
+        scores = _cv_scores(x_train, train_labels, cs, folds, seed, max_iter) if len(cs) > 1 else {}
+        best = max(cs, key=lambda c: scores[c]) if scores else cs[0]
         model = _fit(x_train, train_labels, best, max_iter)
         accuracy = float(model.score(x_test, test_labels))
     return LinearEvalResult(accuracy, float(best), scores.get(best, float("nan")))
@@ -134,6 +136,15 @@ def configured_linear_eval(
         cs=cfg.eval.linear_cs,
         folds=cfg.eval.linear_folds,
         seed=cfg.run.seed,
+    )
+
+
+def flat_pixels(data: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
+    """The images' pixels at their native resolution, flattened: ``(N, C*H*W)`` per split
+    (the ``raw-pixels`` baseline)."""
+    return (
+        data.train_images.reshape(len(data.train_images), -1),
+        data.test_images.reshape(len(data.test_images), -1),
     )
 
 

@@ -10,7 +10,9 @@ Framework-free, shared by every trainer. Layout of a run directory::
 
 Every file that a crash must not leave half-written goes through :func:`atomic_write`: a
 temporary file in the same directory, flushed and fsynced, then ``os.replace``-d over the
-target, and the directory fsynced.
+target, and the directory fsynced. A temporary file left by a crash mid-write
+(``.ckpt_00000042.pt.<random>.tmp``) is removed when the run starts again
+(:func:`remove_stale_temp_files`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "prune_checkpoints",
+    "remove_stale_temp_files",
     "write_config",
     "write_run_info",
 ]
@@ -40,6 +43,10 @@ __all__ = [
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
     """Create or replace ``path`` atomically with the bytes that ``write(fh)`` writes.
+
+    The file gets the permissions of any new file (``0o666`` less the process umask), not
+    the ``0o600`` of a temporary file. An ``OSError`` (read-only directory, full disk) is
+    re-raised with ``path`` as its file name, so the error names the file being written.
 
     Parameters
     ----------
@@ -49,22 +56,70 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
         Called with a binary file object open on a temporary file in the same directory.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
         with os.fdopen(fd, "wb") as fh:
+            os.chmod(tmp, 0o666 & ~current_umask())
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename != path:
+            raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
         raise
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def current_umask() -> int:
+    """The process umask, read from ``/proc/self/status`` where possible (setting and
+    restoring it with ``os.umask`` is the fallback; that is not thread-safe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_TEMP_FILE = re.compile(
+    r"^\.(ckpt_\d{8}\.\w+|config\.yaml|run_info\.json|metrics\.jsonl)\.\w+\.tmp$"
+)
+
+
+def remove_stale_temp_files(run_dir: str) -> list[str]:
+    """Delete the temporary files of run files (checkpoints, ``config.yaml``,
+    ``run_info.json``, ``metrics.jsonl``) that a crash during :func:`atomic_write` left in
+    ``run_dir``; call it when no write of the run is in progress (the main rank, at start).
+
+    Returns
+    -------
+    list of str
+        The paths removed.
+    """
+    if not os.path.isdir(run_dir):
+        return []
+    removed = []
+    for name in sorted(os.listdir(run_dir)):
+        if _TEMP_FILE.match(name):
+            path = os.path.join(run_dir, name)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+    return removed
 
 
 def atomic_write_text(path: str, text: str) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainers.core.datasets import check_labels, load_dataset, split_indices
+from trainers.core.datasets import check_labels, load_dataset, read_npz, split_indices
 
 __all__ = ["VectorDataset", "load_vectors"]
 
@@ -60,9 +60,8 @@ class VectorDataset:
 
 def _features(path: str, test_fraction: float, split_seed: int) -> VectorDataset:
     source = f"npz:{path}"
-    with np.load(path, allow_pickle=False) as data:
-        features = data["features"]
-        labels = data["labels"] if "labels" in data else None
+    data, _ = read_npz(path, source, ("features", "labels"))
+    features, labels = data["features"], data.get("labels")
     if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating):
         raise ValueError(
             f"{source}: features must be floats of shape (N, D), got {features.dtype} "
@@ -101,9 +100,8 @@ def load_vectors(
     arguments and errors)."""
     kind, _, path = name.partition(":")
     if kind == "npz" and path:
-        with np.load(os.path.expanduser(path), allow_pickle=False) as data:
-            has_features = "features" in data
-        if has_features:
+        _, names = read_npz(os.path.expanduser(path), f"npz:{path}", ())
+        if "features" in names:
             if image_size is not None:
                 raise ValueError("data.image_size applies to imagefolder data only")
             if train_size is not None:

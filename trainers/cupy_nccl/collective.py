@@ -1,9 +1,9 @@
 """Array backend and cross-process sums for the MLP trainer (numpy on CPU, cupy on GPUs).
 
-One process per device. The control plane (who is rank 0, broadcasting the NCCL id, "did
-any rank see a NaN") is the ``torch.distributed`` gloo group of
-:func:`trainers.distributed.setup` (``run.device="cpu"``). The data plane is a
-:class:`sigreg.Collective`:
+One process per device. The control plane (who is rank 0, broadcasting the NCCL id and the
+checkpoint to resume from) is, under torchrun, the ``torch.distributed`` gloo group of
+:func:`trainers.distributed.setup` (:func:`control_plane`); torch is imported only then,
+since the ``cupy`` extra does not install it. The data plane is a :class:`sigreg.Collective`:
 
 * cupy: :class:`backends.cupy.NcclCollective` (``cupy.cuda.nccl``, one communicator);
 * numpy: :class:`GlooCollective`, ``torch.distributed.all_reduce`` (gloo, SUM) used only
@@ -21,20 +21,56 @@ from typing import Any
 
 import numpy as np
 
-from trainers.distributed import DistEnv, gather_objects
+from trainers.core.launch import DistEnv, launched_by_torchrun, single_process
 
-__all__ = ["GlooCollective", "all_reduce_dict", "array_backend", "cupy_usable", "make_collective"]
+__all__ = [
+    "GlooCollective",
+    "all_reduce_dict",
+    "array_backend",
+    "control_plane",
+    "cupy_usable",
+    "gather_objects",
+    "leave_control_plane",
+    "make_collective",
+]
+
+
+def _torch_group() -> Any:
+    """:mod:`trainers.distributed`, imported on first use: only a torchrun launch needs
+    torch here."""
+    return importlib.import_module("trainers.distributed")
+
+
+def control_plane() -> DistEnv:
+    """This process's rank: torchrun's gloo group under torchrun, else a lone process."""
+    if launched_by_torchrun():
+        return _torch_group().setup("cpu")
+    return single_process("cpu")
+
+
+def leave_control_plane(env: DistEnv) -> None:
+    """Leave the process group of :func:`control_plane`, if any."""
+    if env.distributed:
+        _torch_group().shutdown()
+
+
+def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
+    """Every rank's picklable ``obj``, in rank order (every rank must call)."""
+    if not env.distributed:
+        return [obj]
+    return _torch_group().gather_objects(obj, env)
 
 
 class GlooCollective:
     """:class:`sigreg.Collective` over the default ``torch.distributed`` group for numpy."""
 
+    def __init__(self) -> None:
+        self._torch = importlib.import_module("torch")  # only under torchrun (see above)
+
     def all_reduce_sum(self, x: Any) -> np.ndarray:
         """Return the sum of the numpy array ``x`` over all ranks (a new array)."""
-        import torch
-        import torch.distributed as dist
-
-        tensor = torch.from_numpy(np.array(x, copy=True))
+        dist = self._torch.distributed
+        tensor = self._torch.from_numpy(np.array(x, copy=True))
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor.numpy()
 
@@ -88,7 +124,7 @@ def make_collective(device: str, env: DistEnv) -> Any:
         return None
     if device == "cpu":
         return GlooCollective()
-    from backends.cupy import NcclCollective
+    from backends.cupy import NcclCollective  # imports cupy: only on GPUs
 
     nccl = importlib.import_module("cupy.cuda.nccl")
     uid = gather_objects(nccl.get_unique_id() if env.is_main else None, env)[0]

@@ -61,6 +61,16 @@ def _cross_entropy(xp: Any, logits: Any, labels: Any, count: int) -> tuple[Any, 
     return loss, (exp / total - onehot) / count
 
 
+def _probe_loss_and_grads(
+    xp: Any, net: MLPNet, params: dict[str, Any], features: Any, labels: Any, count: int
+) -> tuple[Any, dict[str, Any]]:
+    """Cross-entropy (summed, divided by ``count``) of the probe on detached ``features``
+    and the probe parameters' gradients."""
+    logits, tape = forward(xp, net.probe, params, features)
+    loss, grad_logits = _cross_entropy(xp, logits, labels, count)
+    return loss, backward(xp, net.probe, params, tape, grad_logits)[1]
+
+
 def loss_and_grads(
     xp: Any,
     net: MLPNet,
@@ -123,11 +133,10 @@ def loss_and_grads(
     probe_loss = xp.zeros((), dtype=views.dtype, device=device_of(views))
     if net.probe is not None:
         seen = features[: n_global * n, ...]  # global views only, detached
-        logits, tape_c = forward(xp, net.probe, params, seen)
-        probe_loss, grad_logits = _cross_entropy(
-            xp, logits, xp.concat([labels] * n_global), n_global * global_batch
+        probe_loss, probe_grads = _probe_loss_and_grads(
+            xp, net, params, seen, xp.concat([labels] * n_global), n_global * global_batch
         )
-        grads.update(backward(xp, net.probe, params, tape_c, grad_logits)[1])
+        grads.update(probe_grads)
     parts = {
         "loss": lejepa.loss,
         "prediction": lejepa.prediction,

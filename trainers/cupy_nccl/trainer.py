@@ -11,11 +11,11 @@ gradient with respect to the embeddings is the core's analytic
 :func:`sigreg.lejepa_loss_vjp`, the network's is the MLP's hand-written backward pass
 (:mod:`trainers.cupy_nccl.mlp`), and AdamW is array-API code (:mod:`trainers.cupy_nccl.adamw`).
 
-Under torchrun every process joins a gloo process group (control plane only); the data
-plane is NCCL through ``cupy.cuda.nccl`` on GPUs and gloo on CPUs
-(:mod:`trainers.cupy_nccl.collective`): SIGReg's C/S sums, the prediction term's sums and the
-parameter gradients are summed over the ranks, so a data-parallel run equals one process on
-the concatenated batch.
+Under torchrun every process joins a gloo process group (control plane only, and the only
+case in which this trainer imports torch); the data plane is NCCL through ``cupy.cuda.nccl``
+on GPUs and gloo on CPUs (:mod:`trainers.cupy_nccl.collective`): SIGReg's C/S sums, the
+prediction term's sums and the parameter gradients are summed over the ranks, so a
+data-parallel run equals one process on the concatenated batch.
 
 Model: ``model.backbone`` must be ``mlp`` (the default here): an MLP encoder
 (``model.encoder_dims``, Linear-LayerNorm-ReLU), an MLP projector (``model.projector_dims``)
@@ -38,24 +38,22 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from trainers.core import rundir
-from trainers.core.config import TrainConfig, config_to_dict
+from trainers.core.checkpoints import CheckpointFormat, data_fingerprint
+from trainers.core.config import TrainConfig
+from trainers.core.launch import DistEnv
 from trainers.core.loop import (
-    NonFiniteLoss,
     RunLoop,
-    check_checkpoint_path,
-    check_resumable,
     derive_seed,
-    eval_record,
-    nonfinite_message,
     parse_trainer_args,
-    resolve_resume,
+    per_worker_batch,
     run_trainer,
-    start_run,
+    step_stats,
 )
 from trainers.core.metrics import MetricsLog
 from trainers.core.rundir import atomic_write
@@ -63,16 +61,52 @@ from trainers.core.sampler import EpochSampler
 from trainers.core.schedule import warmup_cosine
 from trainers.core.vector_data import load_vectors
 from trainers.cupy_nccl.adamw import AdamW, clip_grad_norm
-from trainers.cupy_nccl.collective import all_reduce_dict, array_backend, make_collective
+from trainers.cupy_nccl.collective import (
+    all_reduce_dict,
+    array_backend,
+    control_plane,
+    gather_objects,
+    leave_control_plane,
+    make_collective,
+)
 from trainers.cupy_nccl.lejepa import MLPNet, build_net, embed, loss_and_grads
 from trainers.cupy_nccl.mlp import init_params
 from trainers.cupy_nccl.views import apply_crops, apply_vector, draw_crops, draw_vector
-from trainers.distributed import DistEnv, gather_objects, setup, shutdown
 
-__all__ = ["CKPT_EXT", "Trainer", "initial_params", "main"]
+__all__ = ["ARRAY_FORMAT", "CKPT_EXT", "Trainer", "initial_params", "main"]
 
-CKPT_EXT = ".npz"
+T = TypeVar("T")
+
 _DTYPES = {"auto": "float32", "fp32": "float32", "fp64": "float64"}
+BASE = {"model": {"backbone": "mlp"}}
+"""This trainer's own defaults (on top of :class:`trainers.core.config.TrainConfig`'s)."""
+_STATE_PREFIXES = ("param", "exp_avg", "exp_avg_sq")
+
+
+def _write(path: str, position: dict[str, Any], state: dict[str, np.ndarray]) -> None:
+    arrays = dict(state)
+    for key, value in position.items():
+        if value is not None:
+            arrays[key] = np.asarray(json.dumps(value) if key == "config" else value)
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
+
+
+def _read(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    position = {
+        k: arrays.pop(k)
+        for k in list(arrays)
+        if k.partition("/")[0] not in _STATE_PREFIXES and k != "adam_step"
+    }
+    position["config"] = json.loads(str(position["config"]))
+    return position, arrays
+
+
+ARRAY_FORMAT = CheckpointFormat(".npz", _write, _read)
+"""``ckpt_*.npz``: a NumPy archive (no pickle) of ``param/*``, ``exp_avg/*``,
+``exp_avg_sq/*``, ``adam_step``, the position counters and ``config`` (JSON text)."""
+CKPT_EXT = ARRAY_FORMAT.suffix
 
 
 def _to_host(x: Any) -> np.ndarray:
@@ -94,6 +128,25 @@ def initial_params(
     return init_params(layers, rng, xp, dtype=dtype, device=device)
 
 
+def _check_options(cfg: TrainConfig) -> None:
+    """Raise ``ValueError`` for a backbone, precision or data source this trainer lacks."""
+    if cfg.data.name.startswith("shards:"):
+        raise ValueError(
+            "trainers.cupy_nccl holds its data in memory (imagefolder: included): "
+            "data.name=shards:... is for the torch and JAX trainers"
+        )
+    if cfg.model.backbone != "mlp":
+        raise ValueError(
+            f"model.backbone must be 'mlp' for trainers.cupy_nccl, got "
+            f"{cfg.model.backbone!r} (use trainers.torch_ddp for CNNs and timm models)"
+        )
+    if cfg.run.precision not in _DTYPES:
+        raise ValueError(
+            f"run.precision must be 'auto', 'fp32' or 'fp64' for trainers.cupy_nccl, got "
+            f"{cfg.run.precision!r}"
+        )
+
+
 class Trainer(RunLoop):
     """Everything of one training run: data, MLP, optimiser, collective, state, logs.
 
@@ -102,8 +155,7 @@ class Trainer(RunLoop):
     cfg : TrainConfig
         The resolved configuration.
     env : DistEnv
-        Rank and world size (:func:`trainers.distributed.setup` on ``"cpu"``: the gloo
-        control plane).
+        Rank and world size (:func:`trainers.cupy_nccl.collective.control_plane`).
     resume : str, optional
         ``"auto"`` or the path of a checkpoint in ``run.dir``.
     argv : list of str
@@ -112,77 +164,75 @@ class Trainer(RunLoop):
     Raises
     ------
     ValueError
-        A backbone other than ``mlp``, a precision other than fp32/fp64, ``accum_steps`` other
-        than 1, a batch size that does not divide, a run directory that already holds
-        checkpoints (without ``resume``), a checkpoint from another configuration.
+        A backbone other than ``mlp``, a precision other than fp32/fp64, a batch size that
+        does not divide, a run directory that already holds
+        checkpoints (without ``resume``), an unreadable checkpoint, or one from another
+        configuration, world size or dataset.
     """
 
-    def __init__(self, cfg: TrainConfig, env: DistEnv, *, resume: str | None, argv: list[str]):
-        if cfg.model.backbone != "mlp":
-            raise ValueError(
-                f"model.backbone must be 'mlp' for trainers.cupy_nccl, got "
-                f"{cfg.model.backbone!r} (use trainers.torch_ddp for CNNs and timm models)"
-            )
-        if cfg.run.precision not in _DTYPES:
-            raise ValueError(
-                f"run.precision must be 'auto', 'fp32' or 'fp64' for trainers.cupy_nccl, got "
-                f"{cfg.run.precision!r}"
-            )
-        o = cfg.optim
-        if o.accum_steps != 1:
-            raise ValueError("optim.accum_steps must be 1 for trainers.cupy_nccl")
-        per_rank, rem = divmod(o.batch_size, env.world_size)
-        if rem or per_rank == 0:
-            raise ValueError(
-                f"optim.batch_size ({o.batch_size}) must be a positive multiple of the world "
-                f"size ({env.world_size})"
-            )
-        self.cfg, self.env, self.per_rank = cfg, env, per_rank
-        self.xp, self.device = array_backend(cfg.run.device, env.local_rank)
-        checkpoint = self._find_checkpoint(resume)
-        xp, device = self.xp, self.device
-        self.dtype = getattr(xp, _DTYPES[cfg.run.precision])
-        self.collective = make_collective(device, env)
+    checkpoint_format = ARRAY_FORMAT
 
-        if cfg.data.name.startswith("shards:") or cfg.data.test is not None:
-            raise ValueError(
-                "trainers.cupy_nccl holds its data in memory (imagefolder: included): "
-                "data.name=shards:... and data.test are for the torch and JAX trainers"
-            )
-        data = load_vectors(
+    def __init__(self, cfg: TrainConfig, env: DistEnv, *, resume: str | None, argv: list[str]):
+        _check_options(cfg)
+        self.per_rank = per_worker_batch(cfg.optim.batch_size, env.world_size, 1, "world size")
+        self.cfg, self.env = cfg, env
+        self.rank, self.world_size, self.is_main = env.rank, env.world_size, env.is_main
+        self.xp, self.device = array_backend(cfg.run.device, env.local_rank)
+        self.dtype = getattr(self.xp, _DTYPES[cfg.run.precision])
+        self.collective = make_collective(self.device, env)
+        self._load_data()
+        self.net = build_net(
+            self.data.dim, cfg.model.encoder_dims, cfg.model.projector_dims, self.num_classes
+        )
+        self.has_probe = self.net.probe is not None
+        self.params = initial_params(
+            cfg, self.net, self.xp, dtype=self.dtype, device=self._xp_device
+        )
+        self.optimizer = AdamW(self.xp, self.params, weight_decay=cfg.optim.weight_decay)
+        self.warmup_steps = round(cfg.optim.warmup_epochs * self.steps_per_epoch)
+        self.metrics = MetricsLog(os.path.join(cfg.run.dir, "metrics.jsonl"))
+        self.start_or_resume(resume, self._run_info(argv))
+
+    def _load_data(self) -> None:
+        """The flat vectors on the device (standardised copies too) and this rank's sampler."""
+        cfg, env = self.cfg, self.env
+        data = self.data = load_vectors(
             cfg.data.name,
             test_fraction=cfg.data.test_fraction,
             split_seed=cfg.data.split_seed,
             image_size=cfg.data.image_size,
             train_size=cfg.data.train_size,
         )
-        self.data = data
-        self.mean = self._put(data.mean)
-        self.std = self._put(data.std)
+        self.num_classes = data.num_classes
+        self.data_fingerprint = data_fingerprint(
+            data.train, data.train_labels, data.test, data.test_labels
+        )
+        self.mean, self.std = self._put(data.mean), self._put(data.std)
         self.train = self._put(data.train)
         self.train_flat = self._standardise(self.train)
         self.test_flat = self._standardise(self._put(data.test))
         self.train_labels = None
         if data.train_labels is not None:
-            self.train_labels = xp.asarray(data.train_labels, device=self._xp_device)
+            self.train_labels = self.xp.asarray(data.train_labels, device=self._xp_device)
         self.sampler = EpochSampler(
-            len(data.train), per_rank, rank=env.rank, world_size=env.world_size, seed=cfg.run.seed
+            len(data.train),
+            self.per_rank,
+            rank=env.rank,
+            world_size=env.world_size,
+            seed=cfg.run.seed,
         )
-        self.net = build_net(
-            data.dim, cfg.model.encoder_dims, cfg.model.projector_dims, data.num_classes
-        )
-        self.params = initial_params(cfg, self.net, xp, dtype=self.dtype, device=self._xp_device)
-        self.optimizer = AdamW(xp, self.params, weight_decay=o.weight_decay)
-        self.warmup_steps = round(o.warmup_epochs * self.steps_per_epoch)
 
-        self.is_main, self.has_probe = env.is_main, self.net.probe is not None
-        self.epoch = self.batch_in_epoch = self.step = 0
-        self.train_time = 0.0
-        self.metrics = MetricsLog(os.path.join(cfg.run.dir, "metrics.jsonl"))
-        if checkpoint is None:
-            self._start_run(argv)
-        else:
-            self._restore(checkpoint)
+    def _run_info(self, argv: list[str]) -> dict[str, Any]:
+        info = {
+            "argv": argv,
+            "world_size": self.env.world_size,
+            "device": self.device,
+            "collective": type(self.collective).__name__ if self.collective else None,
+            "numpy": np.__version__,
+        }
+        if self.device != "cpu":
+            info["cupy"] = importlib.import_module("cupy").__version__
+        return info
 
     # --------------------------------------------------------------------- arrays
     @property
@@ -204,76 +254,28 @@ class Trainer(RunLoop):
             importlib.import_module("cupy").cuda.get_current_stream().synchronize()
 
     # --------------------------------------------------------------------- state
-    def _find_checkpoint(self, resume: str | None) -> str | None:
-        """The checkpoint to resume from (rank 0 decides for all), or None for a new run."""
-        run_dir = self.cfg.run.dir
-        latest = rundir.latest_checkpoint(run_dir, CKPT_EXT) if self.env.is_main else None
-        return resolve_resume(resume, gather_objects(latest, self.env)[0], run_dir)
+    def _agree(self, choose: Callable[[], T]) -> T:
+        """Rank 0's ``choose()`` on every rank (an object broadcast)."""
+        return gather_objects(choose() if self.env.is_main else None, self.env)[0]
 
-    def _start_run(self, argv: list[str]) -> None:
+    def _checkpoint_state(self) -> dict[str, np.ndarray] | None:
+        """Parameters, AdamW moments and step (host arrays; the views, directions and
+        batches are functions of ``(run.seed, step)``, so there is no RNG state to save)."""
         if not self.env.is_main:
-            return
-        info = {
-            "argv": argv,
-            "world_size": self.env.world_size,
-            "device": self.device,
-            "collective": type(self.collective).__name__ if self.collective else None,
-            "numpy": np.__version__,
-        }
-        if self.device != "cpu":
-            info["cupy"] = importlib.import_module("cupy").__version__
-        start_run(self.cfg, self.metrics, info)
-
-    def _state_arrays(self) -> dict[str, np.ndarray]:
-        state = {}
-        for prefix, arrays in (
-            ("param", self.params),
-            ("exp_avg", self.optimizer.exp_avg),
-            ("exp_avg_sq", self.optimizer.exp_avg_sq),
-        ):
+            return None
+        state = {"adam_step": np.asarray(self.optimizer.step_count)}
+        for prefix, arrays in zip(_STATE_PREFIXES, self._state_dicts(), strict=True):
             state.update({f"{prefix}/{k}": _to_host(v) for k, v in arrays.items()})
-        counters = {
-            "adam_step": self.optimizer.step_count,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "step": self.step,
-            "train_time": self.train_time,
-            "metrics_count": self.metrics.count,
-            "world_size": self.env.world_size,
-        }
-        state.update({k: np.asarray(v) for k, v in counters.items()})
-        state["config"] = np.asarray(json.dumps(config_to_dict(self.cfg)))
         return state
 
-    def save(self) -> None:
-        """Checkpoint parameters, AdamW moments and counters (rank 0 writes; the views,
-        directions and batches are functions of ``(run.seed, step)``, so there is no RNG
-        state to save)."""
-        if not self.env.is_main:
-            return
-        state = self._state_arrays()
-        path = rundir.checkpoint_path(self.cfg.run.dir, self.step, CKPT_EXT)
-        atomic_write(path, lambda fh: np.savez(fh, **state))
-        rundir.prune_checkpoints(self.cfg.run.dir, self.cfg.run.keep_checkpoints, CKPT_EXT)
+    def _state_dicts(self) -> tuple[dict[str, Any], ...]:
+        return self.params, self.optimizer.exp_avg, self.optimizer.exp_avg_sq
 
-    def _restore(self, path: str) -> None:
-        check_checkpoint_path(path, self.cfg.run.dir)
-        with np.load(path, allow_pickle=False) as archive:
-            state = {k: archive[k] for k in archive.files}
-        config = json.loads(str(state["config"]))
-        check_resumable(self.cfg, path, config, int(state["world_size"]), self.env.world_size)
-        for prefix, arrays in (
-            ("param", self.params),
-            ("exp_avg", self.optimizer.exp_avg),
-            ("exp_avg_sq", self.optimizer.exp_avg_sq),
-        ):
+    def _load_checkpoint_state(self, state: dict[str, np.ndarray]) -> None:
+        for prefix, arrays in zip(_STATE_PREFIXES, self._state_dicts(), strict=True):
             for name in arrays:
                 arrays[name] = self._put(state[f"{prefix}/{name}"])
         self.optimizer.step_count = int(state["adam_step"])
-        self.epoch, self.batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
-        self.step, self.train_time = int(state["step"]), float(state["train_time"])
-        if self.env.is_main:
-            self.metrics.truncate(int(state["metrics_count"]))
 
     # ------------------------------------------------------------------ training
     def _views(self, indices: np.ndarray) -> Any:
@@ -315,7 +317,7 @@ class Trainer(RunLoop):
         return xp.stack(views)
 
     def _train_step(self, indices: np.ndarray) -> dict[str, Any]:
-        cfg, env, xp, o = self.cfg, self.env, self.xp, self.cfg.optim
+        cfg, xp, o = self.cfg, self.xp, self.cfg.optim
         start = time.perf_counter()
         views = self._views(indices)
         self._sync()
@@ -337,7 +339,7 @@ class Trainer(RunLoop):
             prediction=cfg.loss.prediction,
         )
         probe = xp.reshape(parts["probe_loss"], (1,))
-        if cfg.debug.nan_at_step == self.step + 1 and cfg.debug.nan_rank in (None, env.rank):
+        if self._inject_nan():
             probe = probe + float("nan")
         if self.collective is not None:  # sum the ranks' contributions (probe loss packed in)
             reduced = all_reduce_dict(self.collective, xp, {**grads, "probe_loss": probe})
@@ -346,7 +348,7 @@ class Trainer(RunLoop):
         loss, prediction, sigreg_value = (float(parts[k]) for k in ("loss", "prediction", "sigreg"))
         probe_loss = float(probe[0])
         if not np.isfinite(loss + probe_loss):  # identical on every rank after the reduction
-            raise NonFiniteLoss(nonfinite_message(self.step + 1, self.epoch, cfg.run.dir, CKPT_EXT))
+            raise self._nonfinite()
         if o.grad_clip is not None:
             grads = clip_grad_norm(xp, grads, o.grad_clip)
         lr = o.lr * warmup_cosine(
@@ -358,15 +360,8 @@ class Trainer(RunLoop):
         self.params = self.optimizer.step(self.params, grads, lr)
         self.step += 1
         self._sync()
-        return {
-            "loss": loss,
-            "prediction": prediction,
-            "sigreg": sigreg_value,
-            "probe_loss": probe_loss,
-            "lr": lr,
-            "data_time": data_time,
-            "step_time": time.perf_counter() - start,
-        }
+        losses = (loss, prediction, sigreg_value, probe_loss)
+        return step_stats(*losses, lr=lr, data_time=data_time, started=start)
 
     # ---------------------------------------------------------------- evaluation
     def features(self, flat: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -391,27 +386,20 @@ class Trainer(RunLoop):
         if self.has_probe:
             features = (self.features(self.train_flat)[0], test_features)
             predicted = logits.argmax(axis=1)
-        return eval_record(
-            self.cfg,
-            self.data,
-            epoch=self.epoch,
-            step=self.step,
-            embeddings=embeddings,
-            features=features,
-            probe_predictions=predicted,
-        )
+        return self._eval_record(embeddings, features, predicted)
 
     def _test_embeddings(self) -> np.ndarray:
         return self.features(self.test_flat)[1]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0, 2 or 3)."""
-    prog, description = "python -m trainers.cupy_nccl", __doc__.split("\n\n")[0]
-    _, args, cfg = parse_trainer_args(prog, description, argv, base={"model": {"backbone": "mlp"}})
-    from threadpoolctl import threadpool_limits
+    """Command-line entry point; returns the exit status.
 
-    env = setup("cpu")  # the gloo control plane; the arrays go where run.device says
+    0 done, 2 bad option or file, 3 non-finite loss, 4 file-system failure.
+    """
+    description = __doc__.split("\n\n")[0]
+    _, args, cfg = parse_trainer_args("cupy_nccl", description, argv, base=BASE)
+    env = control_plane()  # the arrays go where run.device says
     command = sys.argv if argv is None else list(argv)
     try:
         with threadpool_limits(limits=cfg.run.threads):
@@ -419,8 +407,4 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: Trainer(cfg, env, resume=args.resume, argv=command), env.rank
             )
     finally:
-        shutdown()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        leave_control_plane(env)

@@ -37,6 +37,8 @@ __all__ = [
     "SmallCNN",
     "ViT",
     "build_backbone",
+    "configured_net",
+    "initial_variables",
 ]
 
 BACKBONES = ("smallcnn", "resnet18", "vit_tiny_patch16_224")
@@ -413,3 +415,37 @@ class LeJEPANet(nn.Module):
                 (*global_views.shape[:2], self.num_classes)
             )
         return NetOutput(g, loc, logits)
+
+
+def configured_net(
+    cfg: Any, num_classes: int, *, axis_name: Hashable | None, dtype: Any
+) -> LeJEPANet:
+    """The LeJEPA network of a configuration (``model.*``, ``views.global_size``).
+
+    Parameters
+    ----------
+    cfg : trainers.core.config.TrainConfig
+    num_classes : int
+        Classes of the online probe (0: no probe).
+    axis_name : hashable, optional
+        Mapped axis of synchronised batch norm (``None``: evaluation).
+    dtype : dtype
+        Parameter and compute dtype.
+    """
+    backbone = build_backbone(
+        cfg.model.backbone,
+        img_size=cfg.views.global_size,
+        width=cfg.model.width,
+        timm_kwargs=cfg.model.timm_kwargs,
+        axis_name=axis_name,
+        dtype=dtype,
+    )
+    return LeJEPANet(backbone, cfg.model.projector_dims, num_classes, axis_name, dtype)
+
+
+def initial_variables(net: LeJEPANet, cfg: Any, channels: int, dtype: Any) -> Any:
+    """The network's initial variables for ``run.seed`` (the trainer's initialisation)."""
+    size = cfg.views.global_size
+    dummy = jnp.zeros((1, 1, channels, size, size), dtype)
+    init = jax.jit(lambda key: net.init(key, dummy, None, False))
+    return init(jax.random.key(cfg.run.seed))

@@ -12,13 +12,14 @@ One per-device program, two ways to run it over the devices of every process:
   so :meth:`DataParallel.reduce_gradients` leaves them alone: a second ``pmean`` would be
   wrong (see :mod:`backends.jax`).
 
-Arguments of a mapped function are described by one letter each: ``"r"`` replicated (the
-train state, the dataset), ``"b"`` split over devices along axis 0 (batch indices), ``"v"``
-split along axis 1 (views ``(V, B, ...)``), ``"s"`` a host scalar (step, learning rate).
+Every argument and output of a mapped function has a :class:`Placement`: replicated (the
+train state, the dataset), split over the devices along axis 0 (batch indices) or axis 1
+(views ``(V, B, ...)``), or a host scalar (step, learning rate).
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,9 +29,22 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-__all__ = ["KINDS", "DataParallel"]
+__all__ = ["KINDS", "DataParallel", "Placement"]
 
 KINDS = ("pmap", "shard_map")
+
+
+class Placement(enum.Enum):
+    """Where an argument or output of a mapped function lives."""
+
+    REPLICATED = "replicated"
+    """The same value on every device (:meth:`DataParallel.replicate`)."""
+    BATCH = "batch"
+    """Split over the devices along axis 0 (:meth:`DataParallel.split`)."""
+    VIEWS = "views"
+    """Split over the devices along axis 1: views ``(V, B, ...)``."""
+    SCALAR = "scalar"
+    """A host scalar (:meth:`DataParallel.scalar`)."""
 
 
 class DataParallel:
@@ -71,18 +85,24 @@ class DataParallel:
         """Devices of this process."""
         return len(self.local_devices)
 
-    def _spec(self, kind: str) -> P:
-        return {"r": P(), "s": P(), "b": P(self.axis_name), "v": P(None, self.axis_name)}[kind]
+    def _spec(self, placement: Placement) -> P:
+        if placement is Placement.BATCH:
+            return P(self.axis_name)
+        if placement is Placement.VIEWS:
+            return P(None, self.axis_name)
+        return P()
 
-    def compile(self, fn: Callable, args: str, outs: str) -> Callable:
+    def compile(
+        self, fn: Callable, *, args: Sequence[Placement], outs: Sequence[Placement]
+    ) -> Callable:
         """``fn`` mapped over the devices.
 
         Parameters
         ----------
         fn : callable
             The per-device function (collectives over ``axis_name`` allowed).
-        args, outs : str
-            One letter per positional argument / per output (see the module docstring).
+        args, outs : sequence of Placement
+            One per positional argument / per output.
 
         Returns
         -------
@@ -93,7 +113,7 @@ class DataParallel:
             return jax.pmap(
                 fn,
                 axis_name=self.axis_name,
-                in_axes=tuple(None if a == "s" else 0 for a in args),
+                in_axes=tuple(None if a is Placement.SCALAR else 0 for a in args),
                 out_axes=tuple(0 for _ in outs),
                 devices=self._pmap_devices,
             )

@@ -33,38 +33,50 @@ Exit status: 0 done, 2 bad configuration or arguments, 3 non-finite loss.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import serialization
+from jax import lax
 
-from trainers.core import loop, rundir
-from trainers.core.config import TrainConfig, config_parser, config_to_dict, load_config
+from backends.jax import JaxAxisCollective, lejepa_loss
+from trainers.core.config import TrainConfig
 from trainers.core.datasets import ImageDataset
+from trainers.core.loop import (
+    RunLoop,
+    derive_seed,
+    load_trainer_config,
+    per_worker_batch,
+    run_trainer,
+    step_stats,
+    trainer_parser,
+)
 from trainers.core.metrics import MetricsLog
 from trainers.core.probes import configured_linear_eval
 from trainers.core.schedule import warmup_cosine
-from trainers.core.stream import (
-    Batch,
-    StreamSampler,
-    open_configured,
-    train_sampler,
-)
-from trainers.jax_pmap.parallel import KINDS
+from trainers.core.stream import Batch, fingerprint_of, open_configured, train_sampler
+from trainers.jax_pmap.checkpoint import JAX_FORMAT
+from trainers.jax_pmap.evaluation import batched
+from trainers.jax_pmap.models import LeJEPANet, configured_net, initial_variables
+from trainers.jax_pmap.parallel import KINDS, DataParallel, Placement
+from trainers.jax_pmap.views import MultiCrop
 
 __all__ = ["Trainer", "init_jax", "main", "parser"]
 
-SUFFIX = ".msgpack"
+
+R, B, V, S = Placement.REPLICATED, Placement.BATCH, Placement.VIEWS, Placement.SCALAR
 
 
 def _decay_mask(params: Any) -> Any:
     """AdamW weight-decay mask: matrices and kernels only (no biases, norms, ViT position
     embedding or class token), as the torch trainer's parameter groups."""
-    import jax
 
     def decay(path, leaf) -> bool:
         name = str(getattr(path[-1], "key", path[-1]))
@@ -73,7 +85,7 @@ def _decay_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(decay, params)
 
 
-class Trainer(loop.RunLoop):
+class Trainer(RunLoop):
     """Everything of one JAX training run: data, network, loss, optimiser, state, logs.
 
     Parameters
@@ -83,8 +95,8 @@ class Trainer(loop.RunLoop):
     parallel : trainers.jax_pmap.parallel.DataParallel
         How the step is mapped over the devices.
     resume : str, optional
-        ``"auto"`` (latest checkpoint in ``run.dir``, or a fresh start) or the path of a
-        checkpoint in ``run.dir``.
+        ``"auto"`` (newest readable checkpoint in ``run.dir``, or a fresh start) or the path
+        of a checkpoint in ``run.dir``.
     argv : list of str
         The command line, recorded in ``run_info.json``.
     dtype : dtype, default float32
@@ -94,65 +106,72 @@ class Trainer(loop.RunLoop):
     ------
     ValueError
         A batch size that does not divide over the devices, an unsupported backbone or
-        precision, a run directory that already holds checkpoints (without ``resume``), a
-        checkpoint from another configuration, trainer or world size.
+        precision, a run directory that already holds checkpoints (without ``resume``), an
+        unreadable checkpoint, or one from another configuration, trainer, world size or
+        dataset.
     """
 
-    def __init__(self, cfg: TrainConfig, parallel: Any, *, resume: str | None, argv, dtype=None):
-        import jax
-        import jax.numpy as jnp
-        import optax
+    checkpoint_format = JAX_FORMAT
 
-        from trainers.jax_pmap.models import LeJEPANet, build_backbone
-        from trainers.jax_pmap.views import MultiCrop
-
+    def __init__(self, cfg: TrainConfig, parallel: DataParallel, *, resume, argv, dtype=None):
         self.cfg, self.parallel = cfg, parallel
         self.dtype = jnp.float32 if dtype is None else jnp.dtype(dtype)
-        o = cfg.optim
         if cfg.run.precision not in ("auto", "fp32"):
             raise ValueError(
                 f"run.precision {cfg.run.precision!r} is not supported by the JAX trainer "
                 "(use 'auto' or 'fp32')"
             )
-        n_proc, n_dev = jax.process_count(), parallel.num_devices
-        per_device, rem = divmod(o.batch_size, n_dev * o.accum_steps)
-        if rem or per_device == 0:
-            raise ValueError(
-                f"optim.batch_size ({o.batch_size}) must be a positive multiple of "
-                f"devices x optim.accum_steps ({n_dev} x {o.accum_steps})"
-            )
-        self.process = jax.process_index()
-        self.is_main = self.process == 0
-        run_dir = cfg.run.dir
-        checkpoint = loop.resolve_resume(resume, rundir.latest_checkpoint(run_dir, SUFFIX), run_dir)
+        o = cfg.optim
+        per_worker_batch(o.batch_size, parallel.num_devices, o.accum_steps, "devices")
+        self.rank, self.world_size = jax.process_index(), parallel.num_devices
+        self.is_main = self.rank == 0
+        self._load_data()
+        host_state = self._build_model()
+        self.metrics = MetricsLog(os.path.join(cfg.run.dir, "metrics.jsonl"))
+        self.state = parallel.replicate(host_state)
+        self.start_or_resume(resume, self._run_info(argv))
+        self._compile_step()
+        self._jit_features = jax.jit(self._features_fn, static_argnames="head")
 
-        data = open_configured(cfg.data)
-        self.data, self.has_probe = data, data.labelled
+    def _load_data(self) -> None:
+        """The dataset (``data.*``, ``train_size`` included; in memory or streamed), its
+        views and this process's sampler."""
+        cfg = self.cfg
+        data = self.data = open_configured(cfg.data)
+        self.has_probe, self.num_classes = data.labelled, data.num_classes
+        self.data_fingerprint = fingerprint_of(data)
         mean, std = data.channel_stats()
         self.multicrop = MultiCrop(cfg.views, cfg.augment, mean=mean, std=std)
+        processes = jax.process_count()
         self.sampler = train_sampler(
-            data, cfg, o.batch_size // n_proc, rank=self.process, world_size=n_proc
+            data, cfg, cfg.optim.batch_size // processes, rank=self.rank, world_size=processes
         )
 
-        def net(axis_name):
-            backbone = build_backbone(
-                cfg.model.backbone,
-                img_size=cfg.views.global_size,
-                width=cfg.model.width,
-                timm_kwargs=cfg.model.timm_kwargs,
-                axis_name=axis_name,
-                dtype=self.dtype,
-            )
-            return LeJEPANet(
-                backbone, cfg.model.projector_dims, data.num_classes, axis_name, self.dtype
-            )
+    def _compile_step(self) -> None:
+        """The per-device view and update programs; data in memory is replicated on every
+        device once, streamed images (and labels) arrive split over the devices each step."""
+        parallel, data = self.parallel, self.data
+        if isinstance(data, ImageDataset):
+            self.images = parallel.replicate(data.train_images.astype(self.dtype))
+            labels = data.train_labels
+            if labels is None:
+                labels = np.zeros(len(data.train_images), int)
+            self.labels = parallel.replicate(labels.astype(np.int32))
+            self._views = parallel.compile(self._views_fn, args=(R, B, S), outs=(V, V))
+            update_args = (R, V, V, R, B, S, S, S)
+        else:
+            self._views = parallel.compile(self._batch_views_fn, args=(B, B, S), outs=(V, V))
+            update_args = (R, V, V, B, B, S, S, S)
+        self._update = parallel.compile(self._update_fn, args=update_args, outs=(R, R))
 
-        self.net, self.eval_net = net(parallel.axis_name), net(None)
-        dummy = jnp.zeros(
-            (1, 1, data.channels, cfg.views.global_size, cfg.views.global_size), self.dtype
-        )
-        init = jax.jit(lambda key: self.eval_net.init(key, dummy, None, False))
-        variables = init(jax.random.key(cfg.run.seed))
+    def _build_model(self) -> dict[str, Any]:
+        """Networks (training: synchronised batch norm; evaluation), optimiser and the
+        initial host state."""
+        cfg, o = self.cfg, self.cfg.optim
+        classes = self.data.num_classes
+        self.net = configured_net(cfg, classes, axis_name=self.parallel.axis_name, dtype=self.dtype)
+        self.eval_net = configured_net(cfg, classes, axis_name=None, dtype=self.dtype)
+        variables = initial_variables(self.eval_net, cfg, self.data.channels, self.dtype)
 
         def make_tx(learning_rate):
             tx = optax.adamw(
@@ -173,34 +192,18 @@ class Trainer(loop.RunLoop):
         }
         self.template = jax.tree.map(np.asarray, host_state)
         self.warmup = round(o.warmup_epochs * self.steps_per_epoch)
-        self.metrics = MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
-        if checkpoint is None:
-            self.state = parallel.replicate(host_state)
-            if self.is_main:
-                loop.start_run(
-                    cfg,
-                    self.metrics,
-                    {
-                        "argv": argv,
-                        "world_size": n_dev,
-                        "processes": n_proc,
-                        "parallel": parallel.kind,
-                        "device": str(parallel.local_devices[0].platform),
-                        "jax": jax.__version__,
-                    },
-                )
-        else:
-            self._restore(checkpoint)
-        if isinstance(data, ImageDataset):  # in memory: the images live on every device
-            self.images = parallel.replicate(data.train_images.astype(self.dtype))
-            labels = data.train_labels if data.labelled else np.zeros(len(data.train_images), int)
-            self.labels = parallel.replicate(labels.astype(np.int32))
-            self._views = parallel.compile(self._views_fn, "rbs", "vv")
-            self._update = parallel.compile(self._update_fn, "rvvrbsss", "rr")
-        else:  # streamed: each step's images (and labels) arrive split over the devices
-            self._views = parallel.compile(self._batch_views_fn, "bbs", "vv")
-            self._update = parallel.compile(self._update_fn, "rvvbbsss", "rr")
-        self._jit_features = jax.jit(self._features_fn, static_argnames="head")
+        return host_state
+
+    def _run_info(self, argv: list[str]) -> dict[str, Any]:
+        par = self.parallel
+        return {
+            "argv": argv,
+            "world_size": par.num_devices,
+            "processes": jax.process_count(),
+            "parallel": par.kind,
+            "device": str(par.local_devices[0].platform),
+            "jax": jax.__version__,
+        }
 
     # ---------------------------------------------------------- per-device programs
     def _views_fn(self, images, indices, step):
@@ -209,68 +212,64 @@ class Trainer(loop.RunLoop):
 
     def _batch_views_fn(self, images, indices, step):
         """Views of ``images`` (this device's samples, dataset ``indices``)."""
-        import jax
-
-        base = jax.random.fold_in(jax.random.key(loop.derive_seed(self.cfg.run.seed, 4)), step)
+        base = jax.random.fold_in(jax.random.key(derive_seed(self.cfg.run.seed, 4)), step)
         keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(indices)
         g, loc = self.multicrop(images, keys)
         return g, loc
 
+    def _micro_loss(self, params, stats, batch, micro):
+        """The loss of micro-batch ``micro`` of this device's views and its aux outputs
+        (new batch statistics and the (total, loss, prediction, sigreg, probe) values).
+        ``batch``: (global_views, local_views, labels, indices, step)."""
+        cfg, axis = self.cfg, self.parallel.axis_name
+        global_views, local_views, labels, indices, step = batch
+        size = global_views.shape[1] // cfg.optim.accum_steps
+        part = slice(micro * size, (micro + 1) * size)
+        local = None if local_views is None else local_views[:, part]
+        out, new = self.net.apply(
+            {"params": params, "batch_stats": stats},
+            global_views[:, part],
+            local,
+            True,
+            mutable=["batch_stats"],
+        )
+        parts = lejepa_loss(
+            out.global_embeddings,
+            out.local_embeddings,
+            lamb=cfg.loss.lamb,
+            num_slices=cfg.loss.num_slices,
+            seed=cfg.run.seed,
+            step=step * cfg.optim.accum_steps + micro,
+            prediction=cfg.loss.prediction,
+            collective=JaxAxisCollective(axis),
+        )
+        probe = jnp.zeros((), parts.loss.dtype)
+        if out.probe_logits is not None:
+            target = jnp.tile(labels[indices[part]], cfg.views.n_global)
+            logits = out.probe_logits.reshape(-1, out.probe_logits.shape[-1])
+            probe = lax.pmean(
+                optax.softmax_cross_entropy_with_integer_labels(logits, target).mean(), axis
+            )
+        total = parts.loss + probe
+        return total, (new["batch_stats"], jnp.stack([total, *parts, probe]))
+
     def _update_fn(self, state, global_views, local_views, labels, indices, step, lr, poison):
         """One optimiser step on this device's views; returns the new state and the step's
         ``(total, loss, prediction, sigreg, probe)`` means over the micro-batches."""
-        import jax
-        import jax.numpy as jnp
-        import optax
-        from jax import lax
-
-        from backends.jax import JaxAxisCollective, lejepa_loss
-
-        cfg, axis = self.cfg, self.parallel.axis_name
-        accum = cfg.optim.accum_steps
-        collective = JaxAxisCollective(axis)
-        size = global_views.shape[1] // accum
-
-        def loss_fn(params, stats, micro):
-            part = slice(micro * size, (micro + 1) * size)
-            local = None if local_views is None else local_views[:, part]
-            out, new = self.net.apply(
-                {"params": params, "batch_stats": stats},
-                global_views[:, part],
-                local,
-                True,
-                mutable=["batch_stats"],
-            )
-            parts = lejepa_loss(
-                out.global_embeddings,
-                out.local_embeddings,
-                lamb=cfg.loss.lamb,
-                num_slices=cfg.loss.num_slices,
-                seed=cfg.run.seed,
-                step=step * accum + micro,
-                prediction=cfg.loss.prediction,
-                collective=collective,
-            )
-            probe = jnp.zeros((), parts.loss.dtype)
-            if out.probe_logits is not None:
-                target = jnp.tile(labels[indices[part]], cfg.views.n_global)
-                logits = out.probe_logits.reshape(-1, out.probe_logits.shape[-1])
-                probe = lax.pmean(
-                    optax.softmax_cross_entropy_with_integer_labels(logits, target).mean(), axis
-                )
-            total = parts.loss + probe
-            return total, (new["batch_stats"], jnp.stack([total, *parts, probe]))
-
+        accum = self.cfg.optim.accum_steps
+        batch = (global_views, local_views, labels, indices, step)
         params, stats = state["params"], state["batch_stats"]
         grads = jax.tree.map(jnp.zeros_like, params)
         totals = jnp.zeros(5, self.dtype)
         for micro in range(accum):
-            g, (stats, values) = jax.grad(loss_fn, has_aux=True)(params, stats, micro)
+            g, (stats, values) = jax.grad(self._micro_loss, has_aux=True)(
+                params, stats, batch, micro
+            )
             grads = jax.tree.map(lambda a, b: a + b / accum, grads, g)
             totals = totals + values / accum
         grads = self.parallel.reduce_gradients(grads)
         # the reported total carries a debugging NaN of any process to every process
-        totals = totals.at[0].set(lax.pmean(totals[0] + poison, axis))
+        totals = totals.at[0].set(lax.pmean(totals[0] + poison, self.parallel.axis_name))
         opt_state = state["opt_state"]
         old = opt_state.hyperparams["learning_rate"]  # keep its dtype: no recompilation
         opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, old.dtype)
@@ -283,70 +282,25 @@ class Trainer(loop.RunLoop):
         return new_state, totals
 
     def _features_fn(self, variables, images, head):
-        from trainers.jax_pmap.models import LeJEPANet
-
         method = LeJEPANet.features if head == "backbone" else LeJEPANet.embed
         return self.eval_net.apply(variables, self.multicrop.eval_view(images), method=method)
 
     # ------------------------------------------------------------------- state
-    def _restore(self, path: str) -> None:
-        from flax import serialization
-
-        loop.check_checkpoint_path(path, self.cfg.run.dir)
-        if not path.endswith(SUFFIX):
-            raise ValueError(f"--resume {path!r}: not a JAX trainer checkpoint (*{SUFFIX})")
-        with open(path, "rb") as fh:
-            saved = serialization.msgpack_restore(fh.read())
-        meta = json.loads(saved["meta"])
-        loop.check_resumable(
-            self.cfg, path, meta["config"], meta["world_size"], self.parallel.num_devices
-        )
-        host_state = serialization.from_state_dict(self.template, saved["state"])
-        self.state = self.parallel.replicate(host_state)
-        self.epoch, self.batch_in_epoch = meta["epoch"], meta["batch_in_epoch"]
-        self.step, self.train_time = meta["step"], meta["train_time"]
-        if isinstance(self.sampler, StreamSampler):
-            self.sampler.check(meta["data_stream"], self.epoch, self.batch_in_epoch)
-        if self.is_main:
-            self.metrics.truncate(meta["metrics_count"])
-
     def host_state(self) -> dict[str, Any]:
         """The train state (params, batch_stats, opt_state) as NumPy arrays."""
         return self.parallel.host(self.state)
 
-    def save(self) -> None:
-        """Checkpoint the state (the main process writes ``ckpt_*.msgpack`` atomically)."""
-        from flax import serialization
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return self.host_state()
 
-        state = self.host_state()
-        if not self.is_main:
-            return
-        meta = {
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "step": self.step,
-            "train_time": self.train_time,
-            "metrics_count": self.metrics.count,
-            "world_size": self.parallel.num_devices,
-            "config": config_to_dict(self.cfg),
-        }
-        if isinstance(self.sampler, StreamSampler):
-            meta["data_stream"] = self.sampler.state(self.epoch, self.batch_in_epoch)
-        payload = serialization.msgpack_serialize(
-            {"meta": json.dumps(meta), "state": serialization.to_state_dict(state)}
-        )
-        run_dir = self.cfg.run.dir
-        rundir.atomic_write(
-            rundir.checkpoint_path(run_dir, self.step, SUFFIX), lambda fh: fh.write(payload)
-        )
-        rundir.prune_checkpoints(run_dir, self.cfg.run.keep_checkpoints, SUFFIX)
+    def _load_checkpoint_state(self, state: Any) -> None:
+        host_state = serialization.from_state_dict(self.template, state)
+        self.state = self.parallel.replicate(host_state)
 
     # ---------------------------------------------------------------- training
     def _step_inputs(self, batch: np.ndarray | Batch, step: Any) -> tuple[Any, Any, Any]:
         """``(views, labels, label positions)`` of this process's batch, on the devices: the
         views of the resident images at the batch's indices, or of the streamed batch."""
-        import jax
-
         par = self.parallel
         if not isinstance(batch, Batch):
             idx = par.split(batch.astype(np.int32))
@@ -371,11 +325,7 @@ class Trainer(loop.RunLoop):
             warmup_steps=self.warmup,
             final_ratio=cfg.optim.final_lr_ratio,
         )
-        poison = (
-            np.nan
-            if cfg.debug.nan_at_step == self.step + 1 and cfg.debug.nan_rank in (None, self.process)
-            else 0.0
-        )
+        poison = np.nan if self._inject_nan() else 0.0
         new_state, totals = self._update(
             self.state,
             *views,
@@ -385,22 +335,12 @@ class Trainer(loop.RunLoop):
             par.scalar(lr, self.dtype),
             par.scalar(poison, self.dtype),
         )
-        total, loss, prediction, sigreg, probe = (float(v) for v in par.host(totals))
+        total, *losses = (float(v) for v in par.host(totals))  # loss, prediction, sigreg, probe
         if not np.isfinite(total):
-            raise loop.NonFiniteLoss(
-                loop.nonfinite_message(self.step + 1, self.epoch, cfg.run.dir, SUFFIX)
-            )
+            raise self._nonfinite()
         self.state = new_state
         self.step += 1
-        return {
-            "loss": loss,
-            "prediction": prediction,
-            "sigreg": sigreg,
-            "probe_loss": probe,
-            "lr": lr,
-            "data_time": data_time,
-            "step_time": time.perf_counter() - start,
-        }
+        return step_stats(*losses, lr=lr, data_time=data_time, started=start)
 
     # -------------------------------------------------------------- evaluation
     def _variables(self) -> dict[str, Any]:
@@ -424,21 +364,15 @@ class Trainer(loop.RunLoop):
     def _features(self, variables, split: str, head: str) -> np.ndarray:
         """Backbone features or projector embeddings of the evaluation views of ``split``,
         float32; features are kept, images are not."""
-        size = self.cfg.eval.batch_size
-        outs = []
-        for chunk in self._eval_batches(split):
-            padded = np.zeros((size, *chunk.shape[1:]), chunk.dtype)
-            padded[: len(chunk)] = chunk
-            out = self._jit_features(variables, padded.astype(self.dtype), head=head)
-            outs.append(np.asarray(out, dtype=np.float32)[: len(chunk)])
+        size, dt = self.cfg.eval.batch_size, self.dtype
+        outs = [
+            batched(lambda x: self._jit_features(variables, x, head=head), chunk.astype(dt), size)
+            for chunk in self._eval_batches(split)
+        ]
         return np.concatenate(outs)
 
     def evaluate(self) -> dict[str, Any]:
         """Test-split metrics: online probe and k-NN accuracy (labelled data), effective rank."""
-        import jax
-
-        from trainers.jax_pmap.models import LeJEPANet
-
         variables = self._variables()
         test = self._features(variables, "test", "backbone")
         features = predicted = None
@@ -450,15 +384,7 @@ class Trainer(loop.RunLoop):
             predicted = np.asarray(jax.device_get(logits)).argmax(axis=1)
             features = (train, test)
         embeddings = self._features(variables, "test", "projector")
-        return loop.eval_record(
-            self.cfg,
-            self.data,
-            epoch=self.epoch,
-            step=self.step,
-            embeddings=embeddings,
-            features=features,
-            probe_predictions=predicted,
-        )
+        return self._eval_record(embeddings, features, predicted)
 
     def _test_embeddings(self) -> np.ndarray:
         return self._features(self._variables(), "test", "projector")
@@ -480,8 +406,7 @@ class Trainer(loop.RunLoop):
 # ----------------------------------------------------------------------------- CLI
 def parser() -> argparse.ArgumentParser:
     """The command-line parser (config options plus the JAX-specific flags)."""
-    p = config_parser("python -m trainers.jax_pmap", __doc__.split("\n\n")[0])
-    loop.add_resume_argument(p)
+    p = trainer_parser("jax_pmap", __doc__.split("\n\n")[0])
     p.add_argument(
         "--parallel",
         choices=KINDS,
@@ -539,8 +464,6 @@ def init_jax(args: argparse.Namespace, cfg: TrainConfig) -> None:
     ValueError
         A device or process count below 1, or a process id out of range.
     """
-    import jax
-
     if cfg.run.device != "auto":
         jax.config.update("jax_platforms", cfg.run.device)
     if cfg.run.threads is not None:  # read when the CPU backend starts
@@ -572,17 +495,17 @@ def init_jax(args: argparse.Namespace, cfg: TrainConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0, 2 or 3)."""
+    """Command-line entry point; returns the exit status.
+
+    0 done, 2 bad option or file, 3 non-finite loss, 4 file-system failure.
+    """
     p = parser()
     args = p.parse_intermixed_args(argv)
+    cfg = load_trainer_config(p, args, "jax_pmap")
     try:
-        cfg = load_config(args.config, args.overrides)
         init_jax(args, cfg)
     except (OSError, TypeError, ValueError) as exc:
         p.error(str(exc))
-    import jax
-
-    from trainers.jax_pmap.parallel import DataParallel
 
     def build() -> Trainer:
         return Trainer(
@@ -593,11 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     try:
-        return loop.run_trainer(build, jax.process_index(), who="process")
+        return run_trainer(build, jax.process_index(), who="process")
     finally:
         if jax.process_count() > 1:
             jax.distributed.shutdown()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

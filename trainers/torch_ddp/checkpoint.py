@@ -1,6 +1,8 @@
-"""Checkpoint files and RNG states (PyTorch).
+"""Checkpoint files and RNG states (PyTorch): the ``.pt`` :data:`TORCH_FORMAT`.
 
-A checkpoint is a dict of state dicts, plain Python values and tensors only, so it loads
+A checkpoint is one dict: the :class:`trainers.core.checkpoints.RunPosition` fields next to
+the state dicts of the network, loss, optimiser, scheduler and scaler and every rank's RNG
+states. It holds plain Python values and tensors only, so it loads
 with ``torch.load(weights_only=True)``; it is written by :func:`trainers.core.rundir.atomic_write`
 (temporary file in the same directory, fsync, ``os.replace``), so a crash never leaves a
 truncated checkpoint behind. The global RNG states of torch (CPU and CUDA), NumPy and
@@ -16,9 +18,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainers.core.checkpoints import CheckpointFormat
 from trainers.core.rundir import atomic_write
 
-__all__ = ["capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint"]
+__all__ = [
+    "TORCH_FORMAT",
+    "capture_rng_state",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+]
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -70,3 +79,16 @@ def save_checkpoint(path: str, state: Mapping[str, Any]) -> None:
 def load_checkpoint(path: str, map_location: torch.device | str = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``torch.load(weights_only=True)``."""
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _write(path: str, position: Mapping[str, Any], state: Mapping[str, Any]) -> None:
+    save_checkpoint(path, {**state, **position})
+
+
+def _read(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    state = load_checkpoint(path)
+    return state, state
+
+
+TORCH_FORMAT = CheckpointFormat(".pt", _write, _read)
+"""``ckpt_*.pt``: one ``torch.save`` dict of the position fields and the state dicts."""

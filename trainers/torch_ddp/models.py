@@ -66,7 +66,7 @@ class SmallCNN(nn.Module):
 
 
 def _create_timm(name: str, in_chans: int, img_size: int, extra: Mapping[str, Any]) -> nn.Module:
-    import timm
+    import timm  # imported on first use: slow to load, and smallcnn does not need it
 
     if not timm.is_model(name):
         raise ValueError(f"model.backbone {name!r} is neither 'smallcnn' nor a timm model")

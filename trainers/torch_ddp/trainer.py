@@ -30,41 +30,34 @@ Exit status: 0 done, 2 bad configuration or arguments, 3 non-finite loss.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from backends.torch import LeJEPALoss, TorchDistributedCollective
-from trainers.core import rundir
-from trainers.core.config import TrainConfig, config_to_dict
+from trainers.core.config import TrainConfig
 from trainers.core.datasets import ImageDataset
 from trainers.core.loop import (
-    NonFiniteLoss,
     RunLoop,
-    check_checkpoint_path,
-    check_resumable,
     derive_seed,
-    eval_record,
-    nonfinite_message,
     parse_trainer_args,
-    resolve_resume,
+    per_worker_batch,
     run_trainer,
-    start_run,
+    step_stats,
 )
 from trainers.core.metrics import MetricsLog
 from trainers.core.schedule import warmup_cosine
 from trainers.core.stream import (
     Batch,
     StreamedDataset,
-    StreamSampler,
+    fingerprint_of,
     open_configured,
     train_sampler,
 )
@@ -76,41 +69,15 @@ from trainers.distributed import (
     setup,
     shutdown,
 )
-from trainers.torch_ddp.checkpoint import (
-    capture_rng_state,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
+from trainers.torch_ddp.checkpoint import TORCH_FORMAT, capture_rng_state, restore_rng_state
 from trainers.torch_ddp.features import extract
 from trainers.torch_ddp.models import LeJEPANet, initial_backbone
+from trainers.torch_ddp.runtime import autocast_dtype, configure_torch, param_groups
 from trainers.torch_ddp.views import MultiCrop
 
-__all__ = ["NonFiniteLoss", "Trainer", "configure_torch", "main"]
+__all__ = ["Trainer", "main"]
 
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    if precision == "fp64":
-        raise ValueError("run.precision 'fp64' is supported by trainers.cupy_nccl only")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def _param_groups(net: LeJEPANet, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on biases, norm weights and the backbone's declared
-    ``no_weight_decay()`` parameters (e.g. ViT position embeddings)."""
-    skip = getattr(net.backbone, "no_weight_decay", lambda: set())()
-    decay, no_decay = [], []
-    for name, param in net.named_parameters():
-        if param.ndim <= 1 or name.removeprefix("backbone.") in skip:
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+T = TypeVar("T")
 
 
 class Trainer(RunLoop):
@@ -123,8 +90,8 @@ class Trainer(RunLoop):
     env : DistEnv
         This process's rank and device (:func:`trainers.distributed.setup`).
     resume : str, optional
-        ``"auto"`` (latest checkpoint in ``run.dir``, or a fresh start if there is none) or
-        the path of a checkpoint in ``run.dir``.
+        ``"auto"`` (newest readable checkpoint in ``run.dir``, or a fresh start if there is
+        none) or the path of a checkpoint in ``run.dir``.
     argv : list of str
         The command line, recorded in ``run_info.json``.
 
@@ -132,38 +99,53 @@ class Trainer(RunLoop):
     ------
     ValueError
         A batch size that does not divide, a run directory that already holds checkpoints
-        (without ``resume``), a checkpoint from another configuration or world size.
+        (without ``resume``), an unreadable checkpoint, or one from another configuration,
+        world size or dataset.
     """
+
+    checkpoint_format = TORCH_FORMAT
 
     def __init__(self, cfg: TrainConfig, env: DistEnv, *, resume: str | None, argv: list[str]):
         self.cfg, self.env = cfg, env
-        o, v = cfg.optim, cfg.views
-        per_rank, rem = divmod(o.batch_size, env.world_size * o.accum_steps)
-        if rem or per_rank == 0:
-            raise ValueError(
-                f"optim.batch_size ({o.batch_size}) must be a positive multiple of "
-                f"world size x optim.accum_steps ({env.world_size} x "
-                f"{o.accum_steps})"
-            )
-        checkpoint = self._find_checkpoint(resume)
+        self.rank, self.world_size, self.is_main = env.rank, env.world_size, env.is_main
+        o = cfg.optim
+        per_rank = per_worker_batch(o.batch_size, env.world_size, o.accum_steps, "world size")
+        self._load_data(per_rank * o.accum_steps)
+        self._build_model()
+        self.metrics = MetricsLog(os.path.join(cfg.run.dir, "metrics.jsonl"))
+        # the global RNGs are not used by this trainer's own randomness (explicit seeds and
+        # generators); they are seeded per rank for any library code that draws from them
+        torch.manual_seed(derive_seed(cfg.run.seed, env.rank, 1))
+        np.random.seed(derive_seed(cfg.run.seed, env.rank, 2))  # noqa: NPY002
+        random.seed(derive_seed(cfg.run.seed, env.rank, 3))
+        self.start_or_resume(resume, self._run_info(argv))
 
-        data = open_configured(cfg.data)
-        self.data = data
-        dev = env.device
+    def _load_data(self, rank_batch: int) -> None:
+        """The dataset (in memory: on the device), its multi-crop views and this rank's
+        sampler (in memory: sample indices; streamed: decoded batches)."""
+        cfg, env = self.cfg, self.env
+        data = self.data = open_configured(cfg.data)
+        self.num_classes = data.num_classes
+        self.data_fingerprint = fingerprint_of(data)
         self.train_images = self.test_images = self.train_labels = None
         if isinstance(data, ImageDataset):  # in memory: the images live on the device
-            self.train_images = torch.from_numpy(data.train_images).to(dev)
-            self.test_images = torch.from_numpy(data.test_images).to(dev)
+            self.train_images = torch.from_numpy(data.train_images).to(env.device)
+            self.test_images = torch.from_numpy(data.test_images).to(env.device)
             if data.train_labels is not None:
-                self.train_labels = torch.from_numpy(data.train_labels).to(dev)
+                self.train_labels = torch.from_numpy(data.train_labels).to(env.device)
         mean, std = data.channel_stats()
-        self.multicrop = MultiCrop(v, cfg.augment, mean=mean, std=std)
+        self.multicrop = MultiCrop(cfg.views, cfg.augment, mean=mean, std=std)
         self.sampler = train_sampler(
-            data, cfg, per_rank * o.accum_steps, rank=env.rank, world_size=env.world_size
+            data, cfg, rank_batch, rank=env.rank, world_size=env.world_size
         )
 
-        backbone = initial_backbone(cfg, data.channels)  # identical on every rank
-        self.net = LeJEPANet(backbone, cfg.model.projector_dims, data.num_classes).to(dev)
+    def _build_model(self) -> None:
+        """Network (DDP-wrapped under torchrun), loss, optimiser, schedule and scaler."""
+        cfg, env, o = self.cfg, self.env, self.cfg.optim
+        dev = env.device
+        backbone = initial_backbone(cfg, self.data.channels)  # identical on every rank
+        self.net = LeJEPANet(backbone, cfg.model.projector_dims, self.data.num_classes).to(dev)
+        self.has_probe = self.net.probe is not None
         self.model: torch.nn.Module = self.net
         if env.distributed:
             self.model = torch.nn.parallel.DistributedDataParallel(
@@ -176,7 +158,7 @@ class Trainer(RunLoop):
             cfg.loss.prediction,
             TorchDistributedCollective() if env.distributed else None,
         ).to(dev)
-        self.optimizer = torch.optim.AdamW(_param_groups(self.net, o.weight_decay), lr=o.lr)
+        self.optimizer = torch.optim.AdamW(param_groups(self.net, o.weight_decay), lr=o.lr)
         warmup = round(o.warmup_epochs * self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
@@ -184,21 +166,19 @@ class Trainer(RunLoop):
                 s, total_steps=self.total_steps, warmup_steps=warmup, final_ratio=o.final_lr_ratio
             ),
         )
-        self.amp_dtype = _autocast_dtype(cfg.run.precision, dev)
+        self.amp_dtype = autocast_dtype(cfg.run.precision, dev)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=self.amp_dtype == torch.float16)
         self.generator = torch.Generator(device=dev)
 
-        self.is_main, self.has_probe = env.is_main, self.net.probe is not None
-        self.metrics = MetricsLog(os.path.join(cfg.run.dir, "metrics.jsonl"))
-        # the global RNGs are not used by this trainer's own randomness (explicit seeds and
-        # generators); they are seeded per rank for any library code that draws from them
-        torch.manual_seed(derive_seed(cfg.run.seed, env.rank, 1))
-        np.random.seed(derive_seed(cfg.run.seed, env.rank, 2))  # noqa: NPY002
-        random.seed(derive_seed(cfg.run.seed, env.rank, 3))
-        if checkpoint is None:
-            self._start_run(argv)
-        else:
-            self._restore(checkpoint)
+    def _run_info(self, argv: list[str]) -> dict[str, Any]:
+        env = self.env
+        return {
+            "argv": argv,
+            "world_size": env.world_size,
+            "device": str(env.device),
+            "backend": torch.distributed.get_backend() if env.distributed else None,
+            "torch": torch.__version__,
+        }
 
     # --------------------------------------------------------------------- state
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -206,31 +186,25 @@ class Trainer(RunLoop):
             return contextlib.nullcontext()
         return torch.autocast(self.env.device.type, dtype=self.amp_dtype)
 
-    def _find_checkpoint(self, resume: str | None) -> str | None:
-        """The checkpoint to resume from (rank 0 decides for all), or None for a new run."""
-        run_dir = self.cfg.run.dir
-        latest = rundir.latest_checkpoint(run_dir) if self.env.is_main else None
-        return resolve_resume(resume, gather_objects(latest, self.env)[0], run_dir)
+    def _agree(self, choose: Callable[[], T]) -> T:
+        """Rank 0's ``choose()`` on every rank (an object broadcast)."""
+        return gather_objects(choose() if self.env.is_main else None, self.env)[0]
 
-    def _start_run(self, argv: list[str]) -> None:
-        """Create the run directory's config, provenance and empty metrics (rank 0)."""
-        if self.env.is_main:
-            start_run(
-                self.cfg,
-                self.metrics,
-                {
-                    "argv": argv,
-                    "world_size": self.env.world_size,
-                    "device": str(self.env.device),
-                    "backend": torch.distributed.get_backend() if self.env.distributed else None,
-                    "torch": torch.__version__,
-                },
-            )
+    def _checkpoint_state(self) -> dict[str, Any]:
+        """The state dicts and every rank's RNG states (a collective: every rank calls)."""
+        rng = gather_objects(capture_rng_state(), self.env)
+        return {
+            "backbone": self.net.backbone.state_dict(),
+            "projector": self.net.projector.state_dict(),
+            "probe": None if self.net.probe is None else self.net.probe.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+        }
 
-    def _restore(self, path: str) -> None:
-        check_checkpoint_path(path, self.cfg.run.dir)
-        state = load_checkpoint(path, self.env.device)
-        check_resumable(self.cfg, path, state["config"], state["world_size"], self.env.world_size)
+    def _load_checkpoint_state(self, state: dict[str, Any]) -> None:
         self.net.backbone.load_state_dict(state["backbone"])
         self.net.projector.load_state_dict(state["projector"])
         if self.net.probe is not None:
@@ -239,41 +213,7 @@ class Trainer(RunLoop):
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
-        self.step, self.train_time = state["step"], state["train_time"]
-        if isinstance(self.sampler, StreamSampler):
-            self.sampler.check(json.loads(state["data_stream"]), self.epoch, self.batch_in_epoch)
         restore_rng_state(state["rng"][self.env.rank])
-        if self.env.is_main:
-            self.metrics.truncate(state["metrics_count"])
-
-    def save(self) -> None:
-        """Checkpoint the whole state (a collective: every rank must call)."""
-        rng = gather_objects(capture_rng_state(), self.env)
-        if not self.env.is_main:
-            return
-        state = {
-            "backbone": self.net.backbone.state_dict(),
-            "projector": self.net.projector.state_dict(),
-            "probe": None if self.net.probe is None else self.net.probe.state_dict(),
-            "loss": self.loss_fn.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "step": self.step,
-            "train_time": self.train_time,
-            "metrics_count": self.metrics.count,
-            "world_size": self.env.world_size,
-            "rng": rng,
-            "config": config_to_dict(self.cfg),
-        }
-        if isinstance(self.sampler, StreamSampler):
-            position = self.sampler.state(self.epoch, self.batch_in_epoch)
-            state["data_stream"] = json.dumps(position)
-        save_checkpoint(rundir.checkpoint_path(self.cfg.run.dir, self.step), state)
-        rundir.prune_checkpoints(self.cfg.run.dir, self.cfg.run.keep_checkpoints)
 
     # ------------------------------------------------------------------ training
     def _sync(self) -> None:
@@ -297,48 +237,54 @@ class Trainer(RunLoop):
             labels = None if self.train_labels is None else self.train_labels[index]
             yield self.train_images[index], labels
 
-    def _train_step(self, batch: np.ndarray | Batch) -> dict[str, Any]:
-        """One optimiser step on this rank's ``batch``; returns the step's measurements."""
+    def _views(self, images: torch.Tensor, micro: int) -> tuple[Any, Any]:
+        """The (global, local) views of one micro-batch's ``images``."""
         cfg, env = self.cfg, self.env
+        self.generator.manual_seed(derive_seed(cfg.run.seed, self.step, env.rank, micro))
+        global_views, local_views = self.multicrop(images, self.generator)
+        self._sync()
+        return global_views, local_views
+
+    def _forward_backward(
+        self, labels: torch.Tensor | None, global_views: Any, local_views: Any, *, last: bool
+    ) -> torch.Tensor:
+        """Loss and backward pass of one micro-batch (gradients synchronised on the ``last``
+        one); returns its (total, loss, prediction, sigreg, probe) losses."""
+        cfg, env = self.cfg, self.env
+        no_sync = self.model.no_sync() if env.distributed and not last else contextlib.nullcontext()
+        with no_sync:
+            with self._autocast():
+                out = self.model(global_views, local_views)
+                parts = self.loss_fn(out.global_embeddings, out.local_embeddings)
+                probe_loss = torch.zeros((), device=env.device)
+                if out.probe_logits is not None:
+                    targets = labels.repeat(cfg.views.n_global)
+                    probe_loss = F.cross_entropy(out.probe_logits.flatten(0, 1).float(), targets)
+            total = parts.loss.float() + probe_loss
+            if self._inject_nan():
+                total = total + float("nan")
+            self.scaler.scale(total / cfg.optim.accum_steps).backward()
+        losses = [total.detach(), *(p.detach().float() for p in parts), probe_loss.detach()]
+        return torch.stack(losses)
+
+    def _train_step(self, batch: np.ndarray | Batch) -> dict[str, Any]:
+        """One optimiser step on this rank's ``batch`` (indices of the resident images, or a
+        decoded streamed batch); returns the step's measurements."""
+        cfg = self.cfg
         accum = cfg.optim.accum_steps
         start = time.perf_counter()
         data_time = 0.0
-        totals = torch.zeros(5, device=env.device)  # total, loss, prediction, sigreg, probe
+        totals = torch.zeros(5, device=self.env.device)  # total, loss, prediction, sigreg, probe
         chunks = self._micro_batches(batch)
         for micro in range(accum):
             t0 = time.perf_counter()
-            images, chunk_labels = next(chunks)
-            self.generator.manual_seed(derive_seed(cfg.run.seed, self.step, env.rank, micro))
-            global_views, local_views = self.multicrop(images, self.generator)
-            self._sync()
+            images, labels = next(chunks)
+            global_views, local_views = self._views(images, micro)
             data_time += time.perf_counter() - t0
             last = micro == accum - 1
-            no_sync = (
-                self.model.no_sync() if env.distributed and not last else contextlib.nullcontext()
-            )
-            with no_sync:
-                with self._autocast():
-                    out = self.model(global_views, local_views)
-                    parts = self.loss_fn(out.global_embeddings, out.local_embeddings)
-                    probe_loss = torch.zeros((), device=env.device)
-                    if out.probe_logits is not None:
-                        labels = chunk_labels.repeat(cfg.views.n_global)
-                        probe_loss = F.cross_entropy(out.probe_logits.flatten(0, 1).float(), labels)
-                total = parts.loss.float() + probe_loss
-                if cfg.debug.nan_at_step == self.step + 1 and cfg.debug.nan_rank in (
-                    None,
-                    env.rank,
-                ):
-                    total = total + float("nan")
-                self.scaler.scale(total / accum).backward()
-            totals += (
-                torch.stack(
-                    [total.detach(), *(p.detach().float() for p in parts), probe_loss.detach()]
-                )
-                / accum
-            )
-        if any_rank(not bool(torch.isfinite(totals[0])), env):
-            raise NonFiniteLoss(nonfinite_message(self.step + 1, self.epoch, cfg.run.dir))
+            totals += self._forward_backward(labels, global_views, local_views, last=last) / accum
+        if any_rank(not bool(torch.isfinite(totals[0])), self.env):
+            raise self._nonfinite()
         lr = self.scheduler.get_last_lr()[0]
         if cfg.optim.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
@@ -349,16 +295,8 @@ class Trainer(RunLoop):
         self.scheduler.step()
         self.step += 1
         self._sync()
-        _, loss, prediction, sigreg, probe = totals.tolist()
-        return {
-            "loss": loss,
-            "prediction": prediction,
-            "sigreg": sigreg,
-            "probe_loss": probe,
-            "lr": lr,
-            "data_time": data_time,
-            "step_time": time.perf_counter() - start,
-        }
+        losses = totals.tolist()[1:]  # loss, prediction, sigreg, probe
+        return step_stats(*losses, lr=lr, data_time=data_time, started=start)
 
     # ---------------------------------------------------------------- evaluation
     def _features(self, split: str, head: str) -> torch.Tensor:
@@ -409,15 +347,7 @@ class Trainer(RunLoop):
             features = (train_features.cpu().numpy(), test_features.cpu().numpy())
         embeddings = self.net.projector(test_features).float().cpu().numpy()
         self.net.train()
-        return eval_record(
-            self.cfg,
-            self.data,
-            epoch=self.epoch,
-            step=self.step,
-            embeddings=embeddings,
-            features=features,
-            probe_predictions=predicted,
-        )
+        return self._eval_record(embeddings, features, predicted)
 
     @torch.no_grad()
     def _test_embeddings(self) -> np.ndarray:
@@ -425,19 +355,13 @@ class Trainer(RunLoop):
         return self._features("test", "projector").cpu().numpy()
 
 
-def configure_torch(cfg: TrainConfig) -> None:
-    """Apply run.threads and run.deterministic to torch."""
-    if cfg.run.threads is not None:
-        torch.set_num_threads(cfg.run.threads)
-    if cfg.run.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0, 2 or 3)."""
-    prog, description = "python -m trainers.torch_ddp", __doc__.split("\n\n")[0]
-    parser, args, cfg = parse_trainer_args(prog, description, argv)
+    """Command-line entry point; returns the exit status.
+
+    0 done, 2 bad option or file, 3 non-finite loss, 4 file-system failure.
+    """
+    description = __doc__.split("\n\n")[0]
+    parser, args, cfg = parse_trainer_args("torch_ddp", description, argv)
     configure_torch(cfg)
     try:
         env = setup(cfg.run.device)
@@ -453,7 +377,3 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         shutdown()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

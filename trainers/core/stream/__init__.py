@@ -48,6 +48,7 @@ from trainers.core.stream.sources import (
 from trainers.core.stream.training import (
     StreamedDataset,
     StreamSampler,
+    fingerprint_of,
     open_configured,
     probe_channels,
     train_sampler,
@@ -73,6 +74,7 @@ __all__ = [
     "index_shards",
     "index_source",
     "is_streamed",
+    "fingerprint_of",
     "open_configured",
     "probe_channels",
     "train_sampler",

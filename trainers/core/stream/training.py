@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from trainers.core.checkpoints import data_fingerprint
 from trainers.core.datasets import ImageDataset, load_configured
 from trainers.core.sampler import EpochSampler
 from trainers.core.stream.decode import BadImageError, SampleReader
@@ -28,6 +29,7 @@ from trainers.core.stream.plan import EvalPlan, TrainPlan
 from trainers.core.stream.sources import is_streamed, train_test_indices
 
 __all__ = [
+    "fingerprint_of",
     "StreamSampler",
     "StreamedDataset",
     "open_configured",
@@ -270,6 +272,17 @@ def open_configured(data: Any) -> ImageDataset | StreamedDataset:
         keep = np.random.default_rng(data.split_seed).permutation(len(train))[: data.train_size]
         train = train.subset(np.sort(keep))
     return StreamedDataset.build(train, test, image_size=data.image_size, seed=data.split_seed)
+
+
+def fingerprint_of(data: ImageDataset | StreamedDataset) -> str:
+    """:func:`trainers.core.checkpoints.data_fingerprint` of a dataset: its arrays in memory,
+    or a streamed source's sample indices (names, locations, labels) and decoded size."""
+    if isinstance(data, ImageDataset):
+        return data_fingerprint(
+            data.train_images, data.train_labels, data.test_images, data.test_labels
+        )
+    identity = [data.train.fingerprint(), data.test.fingerprint(), data.image_size, data.channels]
+    return data_fingerprint(np.array(identity, dtype=np.int64))
 
 
 def train_sampler(
