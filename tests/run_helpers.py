@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = {
@@ -44,3 +47,42 @@ def read_records(run_dir: str) -> list[dict]:
 def without_timing(records: list[dict]) -> list[dict]:
     """``records`` without their :data:`TIMING` fields."""
     return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren, ...), from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def kill_tree_when(proc: subprocess.Popen, path: str, timeout: float) -> None:
+    """SIGKILL ``proc`` and all its descendants as soon as ``path`` exists (a kill -9 of a
+    whole training job, data workers included); fails if ``proc`` ended before that."""
+    deadline = time.monotonic() + timeout
+    try:
+        while not os.path.exists(path) and proc.poll() is None:
+            assert time.monotonic() < deadline, f"no {path} in time"
+            time.sleep(0.01)
+        for pid in [*descendants(proc.pid), proc.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"

@@ -84,41 +84,14 @@ def _runs(folder) -> dict:
     out["ref"] = _result(
         run(_command("--config", config, f"run.dir={ref_dir}", "--num-cpu-devices", "2"))
     )
-    port = _free_port()
-    procs = [
-        subprocess.Popen(
-            _command(
-                "--config",
-                config,
-                f"run.dir={split_dir}",
-                "run.progress=false",
-                "debug.nan_at_step=15",
-                "debug.nan_rank=1",
-                "--coordinator-address",
-                f"127.0.0.1:{port}",
-                "--num-processes",
-                "2",
-                "--process-id",
-                str(i),
-            ),
-            cwd=ROOT,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    out["split"] = []
-    try:
-        for proc in procs:
-            stdout, stderr = proc.communicate(timeout=TIMEOUT)
-            out["split"].append({"returncode": proc.returncode, "stdout": stdout, "stderr": stderr})
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    out["split"] = two_processes(
+        "--config",
+        config,
+        f"run.dir={split_dir}",
+        "run.progress=false",
+        "debug.nan_at_step=15",
+        "debug.nan_rank=1",
+    )
     out["split_checkpoints"] = sorted(f for f in os.listdir(split_dir) if f.startswith("ckpt_"))
     out["split_records"] = _records(split_dir)
     out["resumed"] = _result(
@@ -135,6 +108,42 @@ def _runs(folder) -> dict:
             )
         )
     )
+    return out
+
+
+def two_processes(*args: str) -> list[dict]:
+    """Run the trainer with ``args`` as 2 processes of one CPU device each
+    (``jax.distributed`` on loopback); their return codes and output."""
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            _command(
+                *args,
+                "--coordinator-address",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ),
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    out = []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=TIMEOUT)
+            out.append({"returncode": proc.returncode, "stdout": stdout, "stderr": stderr})
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     return out
 
 

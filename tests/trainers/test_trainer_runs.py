@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from run_helpers import ROOT, free_port, read_records, subprocess_env, without_timing
+from run_helpers import (
+    ROOT,
+    free_port,
+    kill_tree_when,
+    read_records,
+    subprocess_env,
+    without_timing,
+)
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
@@ -159,24 +164,6 @@ def test_two_process_smoke_run(reference):
     } <= set(state)
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
 def test_kill9_then_resume_auto_matches_uninterrupted_run(reference, tmp_path):
     ref_dir, config, result = reference
     assert result["returncode"] == 0, result["stderr"][-4000:]
@@ -189,23 +176,8 @@ def test_kill9_then_resume_auto_matches_uninterrupted_run(reference, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    target = os.path.join(run_dir, "ckpt_00000016.pt")  # mid-epoch 2 (11 steps per epoch)
-    deadline = time.monotonic() + TIMEOUT
-    try:
-        while not os.path.exists(target) and proc.poll() is None:
-            assert time.monotonic() < deadline, "no checkpoint in time"
-            time.sleep(0.01)
-        workers = _descendants(proc.pid)
-        for pid in [*workers, proc.pid]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    # mid-epoch 2 (11 steps per epoch)
+    kill_tree_when(proc, os.path.join(run_dir, "ckpt_00000016.pt"), TIMEOUT)
     records = read_records(run_dir)
     assert not any(r["kind"] == "summary" for r in records)
 

@@ -47,6 +47,8 @@ RESUMABLE_CHANGES = frozenset(
         "run.progress",
         "run.threads",
         "run.log_every_steps",
+        "data.workers",
+        "data.prefetch",
         "eval.batch_size",
         "debug.nan_at_step",
         "debug.nan_rank",
@@ -82,6 +84,9 @@ class RunPosition:
         Classes of the training data (0: unlabelled; ``None``: not recorded, older files).
     data_fingerprint : str or None
         :func:`data_fingerprint` of the training data (``None``: not recorded).
+    data_stream : str or None
+        JSON of a streamed source's position
+        (:meth:`trainers.core.stream.StreamSampler.state`; ``None``: data in memory).
     """
 
     epoch: int
@@ -93,6 +98,7 @@ class RunPosition:
     config: dict
     num_classes: int | None = None
     data_fingerprint: str | None = None
+    data_stream: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields (JSON-, msgpack- and ``torch.load``-safe)."""

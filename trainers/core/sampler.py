@@ -13,7 +13,21 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["EpochSampler"]
+__all__ = ["EpochSampler", "check_batches"]
+
+
+def check_batches(num_samples: int, batch_size: int, rank: int, world_size: int) -> None:
+    """Raise ``ValueError`` unless ``rank`` is in ``[0, world_size)`` and ``world_size``
+    batches of ``batch_size >= 1`` fit in ``num_samples``."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size * world_size > num_samples:
+        raise ValueError(
+            f"the global batch ({batch_size} per rank x {world_size} ranks) exceeds the "
+            f"{num_samples} training samples; lower optim.batch_size"
+        )
 
 
 class EpochSampler:
@@ -39,15 +53,7 @@ class EpochSampler:
     def __init__(
         self, num_samples: int, batch_size: int, *, rank: int, world_size: int, seed: int
     ) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if batch_size * world_size > num_samples:
-            raise ValueError(
-                f"the global batch ({batch_size} per rank x {world_size} ranks) exceeds the "
-                f"{num_samples} training samples; lower optim.batch_size"
-            )
+        check_batches(num_samples, batch_size, rank, world_size)
         self.num_samples, self.batch_size = num_samples, batch_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
 

@@ -130,7 +130,12 @@ def initial_params(
 
 
 def _check_options(cfg: TrainConfig) -> None:
-    """Raise ``ValueError`` for a backbone, precision or loss engine this trainer lacks."""
+    """Raise ``ValueError`` for a backbone, precision, loss engine or data source it lacks."""
+    if cfg.data.name.startswith("shards:"):
+        raise ValueError(
+            "trainers.cupy_nccl holds its data in memory (imagefolder: included): "
+            "data.name=shards:... is for the torch and JAX trainers"
+        )
     if cfg.model.backbone != "mlp":
         raise ValueError(
             f"model.backbone must be 'mlp' for trainers.cupy_nccl, got "

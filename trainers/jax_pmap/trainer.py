@@ -11,7 +11,9 @@ the run directory holds the same ``config.yaml``, ``run_info.json``, ``metrics.j
 plots and summary, and checkpoints ``ckpt_*.msgpack`` (Flax msgpack, written atomically).
 
 One optimiser step: every device takes its share of the global batch (the process's
-:class:`trainers.core.sampler.EpochSampler` batch split over its devices), makes the multi-crop
+:class:`trainers.core.sampler.EpochSampler` batch split over its devices; for
+``imagefolder:``/``shards:`` sources the process's decoded batch from
+:mod:`trainers.core.stream`), makes the multi-crop
 views in jitted ``jax.numpy`` (:mod:`trainers.jax_pmap.views`; every sample's key comes from
 ``(run.seed, step, dataset index)``), embeds them with the Flax network
 (:mod:`trainers.jax_pmap.models`, synchronised batch norm), and computes
@@ -34,6 +36,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -44,9 +47,8 @@ from flax import serialization
 from jax import lax
 
 from backends.jax import JaxAxisCollective, lejepa_loss
-from trainers.core.checkpoints import data_fingerprint
 from trainers.core.config import TrainConfig
-from trainers.core.datasets import load_configured
+from trainers.core.datasets import ImageDataset
 from trainers.core.loop import (
     RunLoop,
     derive_seed,
@@ -58,8 +60,8 @@ from trainers.core.loop import (
 )
 from trainers.core.metrics import MetricsLog
 from trainers.core.probes import configured_linear_eval
-from trainers.core.sampler import EpochSampler
 from trainers.core.schedule import warmup_cosine
+from trainers.core.stream import Batch, fingerprint_of, open_configured, train_sampler
 from trainers.jax_pmap.checkpoint import JAX_FORMAT
 from trainers.jax_pmap.evaluation import batched
 from trainers.jax_pmap.models import LeJEPANet, configured_net, initial_variables
@@ -133,34 +135,39 @@ class Trainer(RunLoop):
         self.metrics = MetricsLog(os.path.join(cfg.run.dir, "metrics.jsonl"))
         self.state = parallel.replicate(host_state)
         self.start_or_resume(resume, self._run_info(argv))
-        self.images = parallel.replicate(self.data.train_images.astype(self.dtype))
-        labels = self.data.train_labels
-        if labels is None:
-            labels = np.zeros(len(self.data.train_images), int)
-        self.labels = parallel.replicate(labels.astype(np.int32))
-        self._views = parallel.compile(self._views_fn, args=(R, B, S), outs=(V, V))
-        self._update = parallel.compile(self._update_fn, args=(R, V, V, R, B, S, S, S), outs=(R, R))
+        self._compile_step()
         self._jit_features = jax.jit(self._features_fn, static_argnames="head")
 
     def _load_data(self) -> None:
-        """The dataset (``data.*``, ``train_size`` included), its views and this process's
-        sampler."""
+        """The dataset (``data.*``, ``train_size`` included; in memory or streamed), its
+        views and this process's sampler."""
         cfg = self.cfg
-        data = self.data = load_configured(cfg.data)
+        data = self.data = open_configured(cfg.data)
         self.has_probe, self.num_classes = data.labelled, data.num_classes
-        self.data_fingerprint = data_fingerprint(
-            data.train_images, data.train_labels, data.test_images, data.test_labels
-        )
+        self.data_fingerprint = fingerprint_of(data)
         mean, std = data.channel_stats()
         self.multicrop = MultiCrop(cfg.views, cfg.augment, mean=mean, std=std)
         processes = jax.process_count()
-        self.sampler = EpochSampler(
-            len(data.train_images),
-            cfg.optim.batch_size // processes,
-            rank=self.rank,
-            world_size=processes,
-            seed=cfg.run.seed,
+        self.sampler = train_sampler(
+            data, cfg, cfg.optim.batch_size // processes, rank=self.rank, world_size=processes
         )
+
+    def _compile_step(self) -> None:
+        """The per-device view and update programs; data in memory is replicated on every
+        device once, streamed images (and labels) arrive split over the devices each step."""
+        parallel, data = self.parallel, self.data
+        if isinstance(data, ImageDataset):
+            self.images = parallel.replicate(data.train_images.astype(self.dtype))
+            labels = data.train_labels
+            if labels is None:
+                labels = np.zeros(len(data.train_images), int)
+            self.labels = parallel.replicate(labels.astype(np.int32))
+            self._views = parallel.compile(self._views_fn, args=(R, B, S), outs=(V, V))
+            update_args = (R, V, V, R, B, S, S, S)
+        else:
+            self._views = parallel.compile(self._batch_views_fn, args=(B, B, S), outs=(V, V))
+            update_args = (R, V, V, B, B, S, S, S)
+        self._update = parallel.compile(self._update_fn, args=update_args, outs=(R, R))
 
     def _build_model(self) -> dict[str, Any]:
         """Networks (training: synchronised batch norm; evaluation), optimiser and the
@@ -206,9 +213,13 @@ class Trainer(RunLoop):
     # ---------------------------------------------------------- per-device programs
     def _views_fn(self, images, indices, step):
         """Views of this device's samples; keys from ``(seed, step, dataset index)``."""
+        return self._batch_views_fn(images[indices], indices, step)
+
+    def _batch_views_fn(self, images, indices, step):
+        """Views of ``images`` (this device's samples, dataset ``indices``)."""
         base = jax.random.fold_in(jax.random.key(derive_seed(self.cfg.run.seed, 4)), step)
         keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(indices)
-        g, loc = self.multicrop(images[indices], keys)
+        g, loc = self.multicrop(images, keys)
         return g, loc
 
     def _micro_loss(self, params, stats, batch, micro):
@@ -293,13 +304,27 @@ class Trainer(RunLoop):
         self.state = self.parallel.replicate(host_state)
 
     # ---------------------------------------------------------------- training
-    def _train_step(self, indices: np.ndarray) -> dict[str, Any]:
+    def _step_inputs(self, batch: np.ndarray | Batch, step: Any) -> tuple[Any, Any, Any]:
+        """``(views, labels, label positions)`` of this process's batch, on the devices: the
+        views of the resident images at the batch's indices, or of the streamed batch."""
+        par = self.parallel
+        if not isinstance(batch, Batch):
+            idx = par.split(batch.astype(np.int32))
+            return jax.block_until_ready(self._views(self.images, idx, step)), self.labels, idx
+        images = par.split(batch.images.astype(self.dtype) / np.asarray(255, self.dtype))
+        keys = par.split(batch.indices.astype(np.int32))
+        views = jax.block_until_ready(self._views(images, keys, step))
+        n = len(batch.indices)
+        labels = np.zeros(n, np.int32) if batch.labels is None else batch.labels.astype(np.int32)
+        positions = np.tile(np.arange(n // par.num_local, dtype=np.int32), par.num_local)
+        return views, par.split(labels), par.split(positions)
+
+    def _train_step(self, batch: np.ndarray | Batch) -> dict[str, Any]:
         cfg, par = self.cfg, self.parallel
         measure = self._logs_next_step()  # then the loss is timed after the step
         start = time.perf_counter()
-        idx = par.split(indices.astype(np.int32))
         step = par.scalar(self.step, np.int32)
-        views = jax.block_until_ready(self._views(self.images, idx, step))
+        views, labels, idx = self._step_inputs(batch, step)
         data_time = time.perf_counter() - start
         lr = cfg.optim.lr * warmup_cosine(
             self.step,
@@ -311,7 +336,7 @@ class Trainer(RunLoop):
         new_state, totals = self._update(
             self.state,
             *views,
-            self.labels,
+            labels,
             idx,
             step,
             par.scalar(lr, self.dtype),
@@ -359,31 +384,47 @@ class Trainer(RunLoop):
         state = self.host_state()
         return {"params": state["params"], "batch_stats": state["batch_stats"]}
 
-    def _features(self, variables, images: np.ndarray, head: str) -> np.ndarray:
-        """Backbone features or projector embeddings of the evaluation views, float32."""
-        return batched(
-            lambda x: self._jit_features(variables, x, head=head),
-            images.astype(self.dtype),
-            self.cfg.eval.batch_size,
-        )
+    def _eval_batches(self, split: str) -> Iterator[np.ndarray]:
+        """The images of ``split`` (``"train"``/``"test"``) in batches of ``eval.batch_size``:
+        slices of the arrays in memory, or streamed and decoded (every process reads all)."""
+        cfg, data = self.cfg, self.data
+        size = cfg.eval.batch_size
+        if isinstance(data, ImageDataset):
+            images = data.train_images if split == "train" else data.test_images
+            for start in range(0, len(images), size):
+                yield images[start : start + size]
+            return
+        with data.eval_batches(split, cfg.data, size) as batches:
+            for batch in batches:
+                yield batch.images.astype(np.float32) / np.float32(255)
+
+    def _features(self, variables, split: str, head: str) -> np.ndarray:
+        """Backbone features or projector embeddings of the evaluation views of ``split``,
+        float32; features are kept, images are not."""
+        size, dt = self.cfg.eval.batch_size, self.dtype
+        outs = [
+            batched(lambda x: self._jit_features(variables, x, head=head), chunk.astype(dt), size)
+            for chunk in self._eval_batches(split)
+        ]
+        return np.concatenate(outs)
 
     def evaluate(self) -> dict[str, Any]:
         """Test-split metrics: online probe and k-NN accuracy (labelled data), effective rank."""
         variables = self._variables()
-        test = self._features(variables, self.data.test_images, "backbone")
+        test = self._features(variables, "test", "backbone")
         features = predicted = None
         if self.has_probe:
-            train = self._features(variables, self.data.train_images, "backbone")
+            train = self._features(variables, "train", "backbone")
             logits = self.eval_net.apply(
                 variables, test.astype(self.dtype), method=LeJEPANet.classify
             )
             predicted = np.asarray(jax.device_get(logits)).argmax(axis=1)
             features = (train, test)
-        embeddings = self._features(variables, self.data.test_images, "projector")
+        embeddings = self._features(variables, "test", "projector")
         return self._eval_record(embeddings, features, predicted)
 
     def _test_embeddings(self) -> np.ndarray:
-        return self._features(self._variables(), self.data.test_images, "projector")
+        return self._features(self._variables(), "test", "projector")
 
     def _summary_extras(self) -> dict[str, Any]:
         """``linear_acc``: :func:`trainers.core.probes.linear_eval` of the final backbone."""
@@ -393,8 +434,8 @@ class Trainer(RunLoop):
         result = configured_linear_eval(
             self.cfg,
             self.data,
-            self._features(variables, self.data.train_images, "backbone"),
-            self._features(variables, self.data.test_images, "backbone"),
+            self._features(variables, "train", "backbone"),
+            self._features(variables, "test", "backbone"),
         )
         return {"linear_acc": result.accuracy}
 

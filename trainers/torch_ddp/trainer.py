@@ -11,13 +11,14 @@ default process group (NCCL on CUDA, gloo on CPU, multi-node through torchrun's 
 ``backends.torch.TorchDistributedCollective``. ``python -m trainers.torch_ddp --help`` lists
 every option.
 
-One optimiser step: the rank's batch indices (:mod:`trainers.core.sampler`) select images
-that live on the device; :class:`trainers.torch_ddp.views.MultiCrop` makes the global and
-local views in batched tensor ops; the network (:class:`trainers.torch_ddp.models.LeJEPANet`)
-embeds them; the loss is ``LeJEPALoss(global, local).loss`` plus the online probe's
-cross-entropy on detached features. Every step checks, across all ranks, that the loss is
-finite; if not, every rank stops, the last good checkpoint stays, and the process exits with
-status 3.
+One optimiser step: the rank's batch indices (:mod:`trainers.core.sampler`) select images that
+live on the device (for ``imagefolder:``/``shards:`` sources the rank's decoded ``uint8`` batch
+arrives from :mod:`trainers.core.stream` worker processes instead);
+:class:`trainers.torch_ddp.views.MultiCrop` makes the global and local views in batched tensor
+ops; the network (:class:`trainers.torch_ddp.models.LeJEPANet`) embeds them; the loss is
+``LeJEPALoss(global, local).loss`` plus the online probe's cross-entropy on detached features.
+Every step checks, across all ranks, that the loss is finite; if not, every rank stops, the last
+good checkpoint stays, and the process exits with status 3.
 
 Run directory (``run.dir``): ``config.yaml``, ``run_info.json`` (git SHA), ``metrics.jsonl``,
 ``ckpt_*.pt`` and, at the end, ``loss.png``, ``accuracy.png`` and ``spectrum.png``. The
@@ -33,7 +34,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -41,9 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from backends.torch import LeJEPALoss, TorchDistributedCollective
-from trainers.core.checkpoints import data_fingerprint
 from trainers.core.config import TrainConfig
-from trainers.core.datasets import load_configured
+from trainers.core.datasets import ImageDataset
 from trainers.core.loop import (
     LossClock,
     RunLoop,
@@ -54,9 +54,22 @@ from trainers.core.loop import (
     step_stats,
 )
 from trainers.core.metrics import MetricsLog
-from trainers.core.sampler import EpochSampler
 from trainers.core.schedule import warmup_cosine
-from trainers.distributed import DistEnv, any_rank, gather_objects, setup, shutdown
+from trainers.core.stream import (
+    Batch,
+    StreamedDataset,
+    fingerprint_of,
+    open_configured,
+    train_sampler,
+)
+from trainers.distributed import (
+    DistEnv,
+    any_rank,
+    gather_objects,
+    gather_rows,
+    setup,
+    shutdown,
+)
 from trainers.torch_ddp.checkpoint import TORCH_FORMAT, capture_rng_state, restore_rng_state
 from trainers.torch_ddp.features import extract
 from trainers.torch_ddp.models import LeJEPANet, initial_backbone
@@ -124,28 +137,22 @@ class Trainer(RunLoop):
         self.start_or_resume(resume, self._run_info(argv))
 
     def _load_data(self, rank_batch: int) -> None:
-        """The dataset on the device, its multi-crop views and this rank's sampler."""
+        """The dataset (in memory: on the device), its multi-crop views and this rank's
+        sampler (in memory: sample indices; streamed: decoded batches)."""
         cfg, env = self.cfg, self.env
-        data = self.data = load_configured(cfg.data)
+        data = self.data = open_configured(cfg.data)
         self.num_classes = data.num_classes
-        self.data_fingerprint = data_fingerprint(
-            data.train_images, data.train_labels, data.test_images, data.test_labels
-        )
-        self.train_images = torch.from_numpy(data.train_images).to(env.device)
-        self.test_images = torch.from_numpy(data.test_images).to(env.device)
-        self.train_labels = (
-            None
-            if data.train_labels is None
-            else torch.from_numpy(data.train_labels).to(env.device)
-        )
+        self.data_fingerprint = fingerprint_of(data)
+        self.train_images = self.test_images = self.train_labels = None
+        if isinstance(data, ImageDataset):  # in memory: the images live on the device
+            self.train_images = torch.from_numpy(data.train_images).to(env.device)
+            self.test_images = torch.from_numpy(data.test_images).to(env.device)
+            if data.train_labels is not None:
+                self.train_labels = torch.from_numpy(data.train_labels).to(env.device)
         mean, std = data.channel_stats()
         self.multicrop = MultiCrop(cfg.views, cfg.augment, mean=mean, std=std)
-        self.sampler = EpochSampler(
-            len(data.train_images),
-            rank_batch,
-            rank=env.rank,
-            world_size=env.world_size,
-            seed=cfg.run.seed,
+        self.sampler = train_sampler(
+            data, cfg, rank_batch, rank=env.rank, world_size=env.world_size
         )
 
     def _build_model(self) -> None:
@@ -230,18 +237,34 @@ class Trainer(RunLoop):
         if self.env.device.type == "cuda":
             torch.cuda.synchronize(self.env.device)
 
-    def _views(self, chunk: np.ndarray, micro: int) -> tuple[torch.Tensor, Any, Any]:
-        """Device indices and the (global, local) views of one micro-batch."""
+    def _micro_batches(self, batch: np.ndarray | Batch) -> Iterator[tuple[torch.Tensor, Any]]:
+        """``optim.accum_steps`` chunks ``(images, labels)`` of this rank's batch, on the
+        device: gathered from the resident images, or the streamed ``uint8`` batch / 255."""
+        accum, dev = self.cfg.optim.accum_steps, self.env.device
+        if isinstance(batch, Batch):
+            images = torch.from_numpy(batch.images).to(dev).float().div_(255.0)
+            labels = None if batch.labels is None else torch.from_numpy(batch.labels).to(dev)
+            size = len(images) // accum
+            for micro in range(accum):
+                part = slice(micro * size, (micro + 1) * size)
+                yield images[part], None if labels is None else labels[part]
+            return
+        for chunk in np.split(batch, accum):
+            index = torch.from_numpy(chunk).to(dev)
+            labels = None if self.train_labels is None else self.train_labels[index]
+            yield self.train_images[index], labels
+
+    def _views(self, images: torch.Tensor, micro: int) -> tuple[Any, Any]:
+        """The (global, local) views of one micro-batch's ``images``."""
         cfg, env = self.cfg, self.env
-        index = torch.from_numpy(chunk).to(env.device)
         self.generator.manual_seed(derive_seed(cfg.run.seed, self.step, env.rank, micro))
-        global_views, local_views = self.multicrop(self.train_images[index], self.generator)
+        global_views, local_views = self.multicrop(images, self.generator)
         self._sync()
-        return index, global_views, local_views
+        return global_views, local_views
 
     def _forward_backward(
         self,
-        index: torch.Tensor,
+        labels: torch.Tensor | None,
         global_views: Any,
         local_views: Any,
         *,
@@ -260,8 +283,8 @@ class Trainer(RunLoop):
                     parts = self.loss_fn(out.global_embeddings, out.local_embeddings)
                 probe_loss = torch.zeros((), device=env.device)
                 if out.probe_logits is not None:
-                    labels = self.train_labels[index].repeat(cfg.views.n_global)
-                    probe_loss = F.cross_entropy(out.probe_logits.flatten(0, 1).float(), labels)
+                    targets = labels.repeat(cfg.views.n_global)
+                    probe_loss = F.cross_entropy(out.probe_logits.flatten(0, 1).float(), targets)
             total = parts.loss.float() + probe_loss
             if self._inject_nan():
                 total = total + float("nan")
@@ -271,21 +294,24 @@ class Trainer(RunLoop):
         losses = [total.detach(), *(p.detach().float() for p in parts), probe_loss.detach()]
         return torch.stack(losses)
 
-    def _train_step(self, indices: np.ndarray) -> dict[str, Any]:
-        """One optimiser step on this rank's ``indices``; returns the step's measurements."""
+    def _train_step(self, batch: np.ndarray | Batch) -> dict[str, Any]:
+        """One optimiser step on this rank's ``batch`` (indices of the resident images, or a
+        decoded streamed batch); returns the step's measurements."""
         cfg = self.cfg
         accum = cfg.optim.accum_steps
         start = time.perf_counter()
         data_time = 0.0
         totals = torch.zeros(5, device=self.env.device)  # total, loss, prediction, sigreg, probe
         clock = LossClock(self._sync) if self._logs_next_step() else None
-        for micro, chunk in enumerate(np.split(indices, accum)):
+        chunks = self._micro_batches(batch)
+        for micro in range(accum):
             t0 = time.perf_counter()
-            index, global_views, local_views = self._views(chunk, micro)
+            images, labels = next(chunks)
+            global_views, local_views = self._views(images, micro)
             data_time += time.perf_counter() - t0
             last = micro == accum - 1
             totals += (
-                self._forward_backward(index, global_views, local_views, last=last, clock=clock)
+                self._forward_backward(labels, global_views, local_views, last=last, clock=clock)
                 / accum
             )
         if any_rank(not bool(torch.isfinite(totals[0])), self.env):
@@ -305,27 +331,50 @@ class Trainer(RunLoop):
         return step_stats(*losses, lr=lr, data_time=data_time, started=start, loss_time=loss_time)
 
     # ---------------------------------------------------------------- evaluation
-    def _features(self, images: torch.Tensor, head: str) -> torch.Tensor:
-        """Backbone features (``head="backbone"``) or projector embeddings of eval views."""
+    def _features(self, split: str, head: str) -> torch.Tensor:
+        """Backbone features (``head="backbone"``) or projector embeddings of the eval views
+        of ``split`` (``"train"`` or ``"test"``), every rank its share, gathered."""
         net = self.net
 
         def fn(batch: torch.Tensor) -> torch.Tensor:
             features = net.backbone(self.multicrop.eval_view(batch))
             return features if head == "backbone" else net.projector(features)
 
+        if isinstance(self.data, StreamedDataset):
+            return self._streamed_features(fn, self.data, split)
+        images = self.train_images if split == "train" else self.test_images
         return extract(
             fn, images, batch_size=self.cfg.eval.batch_size, env=self.env, context=self._autocast
         )
+
+    def _streamed_features(self, fn: Any, data: StreamedDataset, split: str) -> torch.Tensor:
+        """``fn`` over the streamed ``split``: features are kept, images are not."""
+        cfg, env = self.cfg, self.env
+        outs = []
+        batches = data.eval_batches(
+            split, cfg.data, cfg.eval.batch_size, rank=env.rank, world_size=env.world_size
+        )
+        with batches:
+            for batch in batches:
+                images = torch.from_numpy(batch.images).to(env.device).float().div_(255.0)
+                with self._autocast():
+                    outs.append(fn(images).float())
+        if not outs:  # an empty share (more ranks than samples) still has the feature width
+            probe = torch.zeros((1, data.channels, 8, 8), device=env.device)
+            with self._autocast():
+                outs.append(fn(probe).float()[:0])
+        out = torch.cat(outs)
+        return gather_rows(out, env) if env.distributed else out
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
         """Test-split metrics: online probe and k-NN accuracy (labelled data), effective rank
         of the embedding covariance. A collective: every rank must call."""
         self.net.eval()
-        test_features = self._features(self.test_images, "backbone")
+        test_features = self._features("test", "backbone")
         features = predicted = None
         if self.net.probe is not None:
-            train_features = self._features(self.train_images, "backbone")
+            train_features = self._features("train", "backbone")
             predicted = self.net.probe(test_features).argmax(dim=1).cpu().numpy()
             features = (train_features.cpu().numpy(), test_features.cpu().numpy())
         embeddings = self.net.projector(test_features).float().cpu().numpy()
@@ -335,7 +384,7 @@ class Trainer(RunLoop):
     @torch.no_grad()
     def _test_embeddings(self) -> np.ndarray:
         self.net.eval()
-        return self._features(self.test_images, "projector").cpu().numpy()
+        return self._features("test", "projector").cpu().numpy()
 
 
 def main(argv: list[str] | None = None) -> int:
