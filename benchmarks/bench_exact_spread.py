@@ -20,21 +20,14 @@ import argparse
 import os
 import sys
 import time
-import tracemalloc
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench_gof import peak_bytes  # noqa: E402  (this folder is sys.path[0] for a script)
+
 import sigreg  # noqa: E402
-
-
-def _peak_bytes(fn) -> int:
-    tracemalloc.start()
-    fn()
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return peak
 
 
 def main() -> None:
@@ -67,7 +60,7 @@ def main() -> None:
     print("| input | time [ms] | ratio to N(0, 1) | peak traced bytes per sample |")
     print("|---|---|---|---|")
     for name, x in inputs.items():
-        per_sample = _peak_bytes(lambda x=x: run(x)) / len(x)
+        per_sample = peak_bytes(lambda x=x: run(x)) / len(x)
         print(f"| {name} | {1e3 * times[name]:.1f} | {times[name] / ref:.2f} | {per_sample:.0f} |")
 
 

@@ -34,7 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import sigreg  # noqa: E402
 
 
-def _peak_bytes(fn) -> int:
+def peak_bytes(fn) -> int:
+    """Peak of Python-traced allocations (NumPy registers its buffers) while ``fn()`` runs."""
     tracemalloc.start()
     fn()
     _, peak = tracemalloc.get_traced_memory()
@@ -79,7 +80,7 @@ def main() -> None:
     print("|---|---|---|")
     for n in (10**4, 10**5, args.n):
         data = np.random.default_rng(1).standard_normal(n)
-        peak = _peak_bytes(lambda d=data: sigreg.epps_pulley_test(d))
+        peak = peak_bytes(lambda d=data: sigreg.epps_pulley_test(d))
         print(f"| {n} | {peak / 2**20:.1f} | {peak / n:.0f} |")
 
 
