@@ -112,22 +112,8 @@ def comparison(args: argparse.Namespace) -> dict[str, Any]:
     results["wall_time"] = time.perf_counter() - start
     _save(out, "comparison.json", results)
     in_domain.plot(results, out, "Fashion-MNIST", shots, "comparison.png")
-    _print_comparison(results, arch, shots)
+    in_domain.print_table(results, shots)
     return results
-
-
-def _print_comparison(results: dict[str, Any], arch: str, shots: tuple[int, ...]) -> None:
-    print(
-        "\n| backbone | method | linear top-1 (%) | k-NN top-1 (%) | "
-        + " | ".join(f"{s} labels/class (%)" for s in shots)
-        + " |"
-    )
-    print("|---|---|---|---|" + "---|" * len(shots))
-    for method in in_domain.METHODS:
-        row = in_domain._row(results["archs"][arch][method], shots)
-        print(f"| {arch} | {in_domain.LABELS[method]} | {row} |")
-    print(f"| — | raw pixels (784-d) | {in_domain._row(results['raw_pixels'], shots)} |")
-    print(f"\nwall time {results['wall_time']:.0f} s, git {results['git_sha']}")
 
 
 def _ablation_run(args: argparse.Namespace, statistic: str, lamb: float, seed: int):

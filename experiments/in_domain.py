@@ -287,18 +287,23 @@ def main(argv: list[str] | None = None) -> int:
         os.path.join(out, "results.json"), json.dumps(results, indent=1) + "\n"
     )
     plot(results, out)
+    print_table(results)
+    return 0
+
+
+def print_table(results: dict[str, Any], shots: tuple[int, ...] = SHOTS) -> None:
+    """Every method's probe accuracies per backbone, as Markdown."""
     print(
         "\n| backbone | features | linear top-1 (%) | k-NN top-1 (%) | "
-        + " | ".join(f"{s} labels/class (%)" for s in SHOTS)
+        + " | ".join(f"{s} labels/class (%)" for s in shots)
         + " |"
     )
-    print("|---|---|---|---|" + "---|" * len(SHOTS))
-    for arch in archs:
+    print("|---|---|---|---|" + "---|" * len(shots))
+    for arch, methods in results["archs"].items():
         for method in METHODS:
-            print(f"| {arch} | {LABELS[method]} | {_row(results['archs'][arch][method])} |")
-    print(f"| — | raw pixels (784-d) | {_row(results['raw_pixels'])} |")
+            print(f"| {arch} | {LABELS[method]} | {_row(methods[method], shots)} |")
+    print(f"| — | raw pixels (784-d) | {_row(results['raw_pixels'], shots)} |")
     print(f"\nwall time {results['wall_time']:.0f} s, git {results['git_sha']}")
-    return 0
 
 
 if __name__ == "__main__":
