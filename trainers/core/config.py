@@ -283,6 +283,20 @@ class LossConfig:
         "'cache_fused', 'few_kernels', or 'compiled' (torch.compile; torch trainer only)",
         choices=("auto", "cache_fused", "few_kernels", "compiled"),
     )
+    statistic: str = _opt(
+        "epps_pulley",
+        "per-slice statistic of the regulariser, normalised to the Epps-Pulley null mean so "
+        "lamb means the same for all (docs/statistics.md); engine applies to epps_pulley only",
+        choices=(
+            "epps_pulley",
+            "cramer_von_mises",
+            "anderson_darling",
+            "watson",
+            "extended_jarque_bera",
+            "mean_variance",
+        ),
+        trainers=("torch_ddp",),
+    )
 
 
 @dataclass
@@ -497,7 +511,8 @@ def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
     TypeError
         A value of the wrong type, or a section that is not a mapping.
     ValueError
-        An unknown section or option, or a value out of range.
+        An unknown section or option, a value out of range, or a ``loss.engine`` other
+        than ``"auto"`` with a ``loss.statistic`` other than ``"epps_pulley"``.
     """
     if not isinstance(values, Mapping):
         raise TypeError(f"a config must be a mapping of sections, got {type(values).__name__}")
@@ -521,6 +536,12 @@ def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
             if key == "run.dir":
                 _check_run_dir(kwargs[option])
         sections[name] = cls(**kwargs)
+    loss = sections["loss"]
+    if loss.statistic != "epps_pulley" and loss.engine != "auto":
+        raise ValueError(
+            f"loss.engine={loss.engine!r} applies to loss.statistic='epps_pulley' only; "
+            f"with loss.statistic={loss.statistic!r} leave loss.engine at 'auto'"
+        )
     return TrainConfig(**sections)
 
 
