@@ -138,8 +138,14 @@ def _ablation_run(args: argparse.Namespace, statistic: str, lamb: float, seed: i
     if statistic != "epps_pulley":  # the default: runs of it need no newer option
         overrides.append(f"loss.statistic={statistic}")
     wall = lambda_sweep.train(run_dir, CONFIG, overrides, nproc=1)
-    result = lambda_sweep.measure(run_dir)
-    result.update(statistic=statistic, seed=seed, name=name, wall_time=wall)
+    cached = os.path.join(run_dir, "measured.json")  # measuring a run costs minutes
+    if os.path.exists(cached):
+        with open(cached, encoding="utf-8") as fh:
+            result = json.load(fh)
+    else:
+        result = lambda_sweep.measure(run_dir)
+        result.update(statistic=statistic, seed=seed, name=name, wall_time=wall)
+        _save(run_dir, "measured.json", result)
     print(
         f"{name}: linear {100 * result['linear_acc']:.2f} %, k-NN "
         f"{100 * result['knn_acc']:.2f} %, final SIGReg {result['final_sigreg']:.3f}",
