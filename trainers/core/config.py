@@ -293,7 +293,6 @@ class LossConfig:
             "extended_jarque_bera",
             "mean_variance",
         ),
-        trainers=("torch_ddp",),
     )
 
 
