@@ -211,3 +211,21 @@ def test_torch_module_matches_core(statistic):
     if statistic != "epps_pulley":
         with pytest.raises(ValueError, match="engine='few_kernels'"):
             LeJEPALoss(statistic=statistic, engine="few_kernels")
+
+
+@pytest.mark.parametrize("statistic", OTHERS)
+def test_torch_float32_matches_float64_core(statistic):
+    """The torch path (native erfc / log_ndtr for the EDF statistics) in float32 against the
+    float64 core, on embeddings with far tails (a few samples at |z| ~ 8-12)."""
+    torch = pytest.importorskip("torch")
+    from backends.torch import LeJEPALoss
+
+    g_np, l_np, _ = _problem(10, n=64, dim=6)
+    g_np[0, :3, 0] = [12.0, -9.0, 8.0]
+    out = LeJEPALoss(num_slices=16, statistic=statistic)(
+        torch.tensor(g_np, dtype=torch.float32), torch.tensor(l_np, dtype=torch.float32)
+    )
+    ref = sigreg.lejepa_loss(g_np, l_np, num_slices=16, statistic=statistic)
+    assert out.loss.dtype == torch.float32
+    for ours, theirs in zip(out, ref, strict=True):
+        assert_close(ours, theirs, rtol=2e-5)

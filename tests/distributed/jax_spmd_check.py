@@ -49,11 +49,14 @@ def loss(name, w, x, directions, step, collective):
     ``"lejepa"``: the tiny linear model + LeJEPA loss with given directions. ``"sig_key"``:
     SIGReg of view 0 with ``jax.random`` directions from ``(SEED, traced step)``.
     ``"sig_pcg"``: the same with ``sigreg.sample_directions`` drawn through a host callback.
-    The LeJEPA loss runs the ``few_kernels`` strategy, SIGReg ``cache_fused``: both
-    strategies under every parallel mode, in one compilation.
+    ``"stat_NAME"``: the LeJEPA loss with ``statistic="NAME"``. The LeJEPA loss runs the
+    ``few_kernels`` strategy, SIGReg ``cache_fused``: both strategies under every parallel
+    mode, in one compilation.
     """
     emb = x @ w
-    if name.startswith("stat_"):  # loss.statistic: the LeJEPA loss with another statistic
+    if name == "lejepa" or name.startswith("stat_"):
+        # "stat_NAME": loss.statistic, the LeJEPA loss with another per-slice statistic
+        statistic = name[len("stat_") :] if name != "lejepa" else "epps_pulley"
         return bj.lejepa_loss(
             emb[:V_GLOBAL],
             emb[V_GLOBAL:],
@@ -61,17 +64,8 @@ def loss(name, w, x, directions, step, collective):
             directions=directions,
             n_points=N_POINTS,
             collective=collective,
-            statistic=name[len("stat_") :],
-        ).loss
-    if name == "lejepa":
-        return bj.lejepa_loss(
-            emb[:V_GLOBAL],
-            emb[V_GLOBAL:],
-            lamb=LAMB,
-            directions=directions,
-            n_points=N_POINTS,
-            collective=collective,
-            engine="few_kernels",
+            engine="few_kernels" if name == "lejepa" else "auto",
+            statistic=statistic,
         ).loss
     sampler = {"sig_key": "jax", "sig_pcg": "numpy"}[name]
     return bj.sigreg(
