@@ -1,4 +1,5 @@
-"""CuPy adapter: an NCCL all-reduce for :class:`sigreg.Collective`, and explicit gradients.
+"""CuPy adapter: NCCL all-reduce and all-gather for :class:`sigreg.Collective`, and explicit
+gradients.
 
 CuPy has no autodiff: use :func:`backends.numpy.sigreg_value_and_grad` and
 :func:`backends.numpy.lejepa_value_and_grad` (they run on cupy arrays unchanged, since the
@@ -26,19 +27,26 @@ class NcclCollective:
     stream : cupy.cuda.Stream, optional
         Stream to enqueue the reduction on; default: the current stream.
 
+    Attributes
+    ----------
+    rank : int
+        This process's rank in ``comm`` (the explicit gradients of the gathered statistics
+        need it).
+
     Notes
     -----
-    ``all_reduce_sum`` returns a new array and leaves its input untouched, as the
-    :class:`sigreg.Collective` protocol requires. NCCL ``SUM`` is used (never ``AVG``);
-    sigreg divides by the reduced sample count itself.
+    ``all_reduce_sum`` and ``all_gather`` return new arrays and leave their input untouched,
+    as the :class:`sigreg.Collective` protocol requires. NCCL ``SUM`` is used (never
+    ``AVG``); sigreg divides by the reduced sample count itself.
     """
 
     def __init__(self, comm: Any, stream: Any = None) -> None:
         self.comm = comm
         self.stream = stream
+        self.rank: int = comm.rank_id()
 
-    def all_reduce_sum(self, x: Any) -> Any:
-        """Return the sum of ``x`` over all ranks (a new cupy array)."""
+    def _prepare(self, x: Any) -> tuple[Any, Any, Any, Any]:
+        """``(cupy, contiguous x, NCCL dtype code, stream pointer)``."""
         cupy = importlib.import_module("cupy")
         nccl = cupy.cuda.nccl
         codes = {
@@ -46,11 +54,22 @@ class NcclCollective:
             cupy.dtype(cupy.float64): nccl.NCCL_FLOAT64,
         }
         if x.dtype not in codes:
-            raise TypeError(f"x must be float32 or float64 for the NCCL reduction, got {x.dtype}")
-        x = cupy.ascontiguousarray(x)
-        out = cupy.empty_like(x)
+            raise TypeError(f"x must be float32 or float64 for the NCCL collective, got {x.dtype}")
         stream = self.stream if self.stream is not None else cupy.cuda.get_current_stream()
-        self.comm.allReduce(
-            x.data.ptr, out.data.ptr, x.size, codes[x.dtype], nccl.NCCL_SUM, stream.ptr
-        )
+        return cupy, cupy.ascontiguousarray(x), codes[x.dtype], stream.ptr
+
+    def all_reduce_sum(self, x: Any) -> Any:
+        """Return the sum of ``x`` over all ranks (a new cupy array)."""
+        cupy, x, code, stream = self._prepare(x)
+        out = cupy.empty_like(x)
+        nccl_sum = cupy.cuda.nccl.NCCL_SUM
+        self.comm.allReduce(x.data.ptr, out.data.ptr, x.size, code, nccl_sum, stream)
+        return out
+
+    def all_gather(self, x: Any) -> Any:
+        """Return every rank's ``x`` (same shape on every rank) stacked in rank order,
+        shape ``(world_size, *x.shape)`` (a new cupy array)."""
+        cupy, x, code, stream = self._prepare(x)
+        out = cupy.empty((self.comm.size(),) + x.shape, dtype=x.dtype)
+        self.comm.allGather(x.data.ptr, out.data.ptr, x.size, code, stream)
         return out

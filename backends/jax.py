@@ -73,6 +73,9 @@ from sigreg._validation import (
 from sigreg.collective import reduce_sums
 from sigreg.directions import sample_directions
 from sigreg.lejepa import PREDICTIONS, LeJEPAParts
+from sigreg.loss_statistics import check_statistic
+from sigreg.loss_statistics import forward as statistic_forward
+from sigreg.quadrature import null_expectation
 
 __all__ = [
     "JaxAxisCollective",
@@ -127,6 +130,30 @@ class JaxAxisCollective:
             The sum, identical on every device.
         """
         return lax.psum(x, self.axis_name)
+
+    def all_gather(self, x: Any) -> Any:
+        """Return every device's ``x`` stacked in axis order.
+
+        For ``statistic=`` choices that need the global sorted sample (see
+        :func:`lejepa_loss`). It is the psum of ``x`` placed in this device's slot of a
+        zero ``(axis_size, *x.shape)`` array (``axis_size`` times the data of
+        ``lax.all_gather``), so JAX types and differentiates it exactly like
+        :meth:`all_reduce_sum` in every mode (``lax.all_gather`` gives a device-varying
+        result that ``shard_map(check_vma=True)`` refuses as a replicated loss).
+
+        Parameters
+        ----------
+        x : jax.Array
+            Per-device array (the same shape on every device).
+
+        Returns
+        -------
+        jax.Array
+            Shape ``(axis_size, *x.shape)``, identical on every device.
+        """
+        size, index = lax.axis_size(self.axis_name), lax.axis_index(self.axis_name)
+        slot = (jnp.arange(size) == index).astype(x.dtype)
+        return lax.psum(slot.reshape((size,) + (1,) * x.ndim) * x[None], self.axis_name)
 
     def all_reduce_sum_transpose(self, cotangent: Any, *like: Any) -> Any:
         """Apply the transpose of :meth:`all_reduce_sum` to a cotangent of its output.
@@ -696,12 +723,15 @@ def lejepa_loss(
     n_points: int = 17,
     collective: Any = None,
     engine: str = "auto",
+    statistic: str = "epps_pulley",
 ) -> LeJEPAParts:
     """:func:`sigreg.lejepa_loss` for JAX, its SIGReg term a ``custom_vjp``.
 
     The prediction term is plain ``jax.numpy`` (autodiff, and ``lax.psum`` differentiated
-    by JAX when a collective is given); the SIGReg term is :func:`sliced_epps_pulley`.
-    Given the same directions the value equals :func:`sigreg.lejepa_loss`.
+    by JAX when a collective is given); the SIGReg term is :func:`sliced_epps_pulley`, or,
+    for another ``statistic``, the core's array-API statistic (:mod:`sigreg.loss_statistics`)
+    differentiated by JAX (through ``lax.psum`` / ``lax.all_gather``). Given the same
+    directions the value equals :func:`sigreg.lejepa_loss`.
 
     Parameters
     ----------
@@ -725,7 +755,12 @@ def lejepa_loss(
         Both terms become those of the global batch (see the module docstring for the
         gradient semantics under ``pmap`` and ``shard_map``).
     engine : {"auto", "cache_fused", "few_kernels"}, default "auto"
-        Evaluation strategy of the SIGReg term (see :func:`sliced_epps_pulley`).
+        Evaluation strategy of the SIGReg term (see :func:`sliced_epps_pulley`); must stay
+        ``"auto"`` with another ``statistic``.
+    statistic : str, default "epps_pulley"
+        Per-slice statistic of the regulariser, normalised to the Epps-Pulley null mean, as
+        in :func:`sigreg.lejepa_loss` (the EDF ones gather with
+        :meth:`JaxAxisCollective.all_gather`: equal per-device batches).
 
     Returns
     -------
@@ -774,6 +809,7 @@ def lejepa_loss(
     if isinstance(lamb, bool) or not isinstance(lamb, numbers.Real) or not 0.0 <= lamb <= 1.0:
         raise ValueError(f"lamb must be a number in [0, 1], got {lamb!r}")
     prediction = check_choice(prediction, "prediction", PREDICTIONS)
+    statistic = check_statistic(statistic, engine)
     collective = _check_jax_collective(collective)
     n_views, n, dim = views.shape
     rule = _make_rule(t_max, n_points, "trapezoid", False, collective, n)
@@ -793,7 +829,13 @@ def lejepa_loss(
     pred = center_sum / (n_views * count * dim)
     if prediction == "pairwise":
         pred = pred + spread_sum / (g.shape[0] * count * dim)
-    engine = _engine.resolve_engine(engine, views)
-    sig = jnp.mean(_sliced_statistic(rule, "mean", collective, engine)(views, directions))
+    if statistic == "epps_pulley":
+        engine = _engine.resolve_engine(engine, views)
+        per_view = _sliced_statistic(rule, "mean", collective, engine)(views, directions)
+    else:
+        z = _engine.project(jnp, views, directions)
+        scale = null_expectation(t_max, n_points)
+        per_view = statistic_forward(jnp, z, statistic, scale, collective)
+    sig = jnp.mean(per_view)
     loss = (1.0 - lamb) * pred + lamb * sig
     return LeJEPAParts(*(_poison(p, checks).astype(out_dtype) for p in (loss, pred, sig)))

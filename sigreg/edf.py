@@ -30,22 +30,24 @@ def _cramer_von_mises_of_u(xp: Any, u: Any) -> Any:
     return 1.0 / (12.0 * n) + xp.sum(gaps * gaps, axis=-1)
 
 
-def _cramer_von_mises(xp: Any, z: Any) -> Any:
-    return _cramer_von_mises_of_u(xp, ndtr(xp, xp.sort(z, axis=-1)))
+# The kernels take ``cdf`` (``Phi``) and ``log_cdf_pair`` (``log Phi(x), log Phi(-x)``) as
+# options so that the LeJEPA loss can pass native ones (sigreg.loss_statistics).
+def _cramer_von_mises(xp: Any, z: Any, *, cdf: Any = ndtr) -> Any:
+    return _cramer_von_mises_of_u(xp, cdf(xp, xp.sort(z, axis=-1)))
 
 
-def _watson(xp: Any, z: Any) -> Any:
+def _watson(xp: Any, z: Any, *, cdf: Any = ndtr) -> Any:
     n = z.shape[-1]
-    u = ndtr(xp, xp.sort(z, axis=-1))  # the mean of u does not depend on the order
+    u = cdf(xp, xp.sort(z, axis=-1))  # the mean of u does not depend on the order
     centre = xp.mean(u, axis=-1) - 0.5
     return _cramer_von_mises_of_u(xp, u) - n * (centre * centre)
 
 
-def _anderson_darling(xp: Any, z: Any) -> Any:
+def _anderson_darling(xp: Any, z: Any, *, log_cdf_pair: Any = log_ndtr_pair) -> Any:
     n = z.shape[-1]
     s = xp.sort(z, axis=-1)
     i = _ranks(xp, z)
-    log_lower, log_upper = log_ndtr_pair(xp, s)
+    log_lower, log_upper = log_cdf_pair(xp, s)
     weighted = (2.0 * i - 1.0) * log_lower + (2.0 * (n - i) + 1.0) * log_upper
     return -n - xp.sum(weighted, axis=-1) / n
 

@@ -49,11 +49,14 @@ def loss(name, w, x, directions, step, collective):
     ``"lejepa"``: the tiny linear model + LeJEPA loss with given directions. ``"sig_key"``:
     SIGReg of view 0 with ``jax.random`` directions from ``(SEED, traced step)``.
     ``"sig_pcg"``: the same with ``sigreg.sample_directions`` drawn through a host callback.
-    The LeJEPA loss runs the ``few_kernels`` strategy, SIGReg ``cache_fused``: both
-    strategies under every parallel mode, in one compilation.
+    ``"stat_NAME"``: the LeJEPA loss with ``statistic="NAME"``. The LeJEPA loss runs the
+    ``few_kernels`` strategy, SIGReg ``cache_fused``: both strategies under every parallel
+    mode, in one compilation.
     """
     emb = x @ w
-    if name == "lejepa":
+    if name == "lejepa" or name.startswith("stat_"):
+        # "stat_NAME": loss.statistic, the LeJEPA loss with another per-slice statistic
+        statistic = name[len("stat_") :] if name != "lejepa" else "epps_pulley"
         return bj.lejepa_loss(
             emb[:V_GLOBAL],
             emb[V_GLOBAL:],
@@ -61,7 +64,8 @@ def loss(name, w, x, directions, step, collective):
             directions=directions,
             n_points=N_POINTS,
             collective=collective,
-            engine="few_kernels",
+            engine="few_kernels" if name == "lejepa" else "auto",
+            statistic=statistic,
         ).loss
     sampler = {"sig_key": "jax", "sig_pcg": "numpy"}[name]
     return bj.sigreg(
@@ -76,7 +80,15 @@ def loss(name, w, x, directions, step, collective):
     )
 
 
-NAMES = ("lejepa", "sig_key", "sig_pcg")
+STATISTICS = (
+    "cramer_von_mises",
+    "anderson_darling",
+    "watson",
+    "extended_jarque_bera",
+    "mean_variance",
+)
+STAT_NAMES = tuple(f"stat_{s}" for s in STATISTICS)
+NAMES = ("lejepa", "sig_key", "sig_pcg", *STAT_NAMES)
 
 
 def values_and_grads(w, x, directions, step, collective, names=NAMES):
@@ -118,6 +130,16 @@ def main() -> None:
     out["ref_sig_pcg_vs_core"] = err(ref["sig_pcg"][0], core_sig)
     for name in NAMES:
         out[f"ref_{name}_grad_norm"] = float(jnp.linalg.norm(ref[name][1]))
+    for statistic in STATISTICS:
+        core_stat = sigreg.lejepa_loss(
+            emb[:V_GLOBAL],
+            emb[V_GLOBAL:],
+            lamb=LAMB,
+            directions=np.asarray(a),
+            n_points=N_POINTS,
+            statistic=statistic,
+        )
+        out[f"ref_stat_{statistic}_vs_core"] = err(ref[f"stat_{statistic}"][0], core_stat.loss)
 
     def record(tag, results):
         for name in results:
@@ -145,7 +167,7 @@ def main() -> None:
     xs = jnp.moveaxis(x.reshape(x.shape[0], 2, N // 2, K_IN), 1, 0)  # (2, V, N/2, K_IN)
 
     def pmap_body(w, x, a, step):
-        res = values_and_grads(w, x, a, step, coll, ("lejepa", "sig_key"))
+        res = values_and_grads(w, x, a, step, coll, ("lejepa", "sig_key", *STAT_NAMES))
         own = res["lejepa"][1]
         return {k: (v, lax.pmean(g, AXIS)) for k, (v, g) in res.items()}, own
 

@@ -1,6 +1,7 @@
 """One JAX trainer step on 2 simulated CPU devices vs 1 device, float64.
 
-Usage: ``python jax_trainer_step_check.py KIND`` (``pmap`` or ``shard_map``). Run by
+Usage: ``python jax_trainer_step_check.py KIND [OVERRIDE ...]`` (``pmap`` or ``shard_map``;
+extra ``section.option=value`` overrides, e.g. ``loss.statistic=watson``). Run by
 ``test_jax_trainer_step.py`` in a subprocess, because the device count must be set before
 JAX starts. Builds :class:`trainers.jax_pmap.Trainer` (float64, a tiny smallcnn
 configuration) with ``pmap`` on one device and with KIND on two, takes one optimiser step
@@ -48,7 +49,7 @@ def one_step(kind: str, devices) -> tuple[dict, dict, dict]:
     """The host state before and after one step of a fresh trainer, and the step's
     measurements."""
     with tempfile.TemporaryDirectory() as run_dir:
-        cfg = load_config(overrides=[*OVERRIDES, f"run.dir={run_dir}"])
+        cfg = load_config(overrides=[*OVERRIDES, *sys.argv[2:], f"run.dir={run_dir}"])
         trainer = Trainer(cfg, DataParallel(kind, devices), resume=None, argv=[], dtype=np.float64)
         before = trainer.host_state()
         stats = trainer._train_step(next(trainer.sampler.batches(0)))

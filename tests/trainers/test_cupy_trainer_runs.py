@@ -65,11 +65,8 @@ def single(tmp_path_factory):
     return run_dir
 
 
-def test_two_processes_equal_one_process_on_the_concatenated_batch(single, tmp_path):
-    """torchrun 2 x gloo: same views (drawn for the global batch), same global SIGReg and
-    prediction terms, summed gradients: parameters and AdamW moments equal the single
-    process to 1e-10 (float64), and the logged losses too."""
-    run_dir = str(tmp_path / "run")
+def _two_processes_equal_one(single: str, run_dir: str, *extra: str) -> None:
+    """torchrun 2 x gloo with ``extra`` overrides ends where the single run ``single`` did."""
     cmd = [
         sys.executable,
         "-m",
@@ -79,6 +76,7 @@ def test_two_processes_equal_one_process_on_the_concatenated_batch(single, tmp_p
         "-m",
         "trainers.cupy_nccl",
         *TINY,
+        *extra,
         "run.device=cpu",
         f"run.dir={run_dir}",
     ]
@@ -99,6 +97,26 @@ def test_two_processes_equal_one_process_on_the_concatenated_batch(single, tmp_p
     for a, b in zip(train_two, train_one, strict=True):
         for key in ("loss", "prediction", "sigreg", "probe_loss", "lr"):
             assert abs(a[key] - b[key]) <= 1e-10 * max(1.0, abs(b[key])), key
+
+
+def test_two_processes_equal_one_process_on_the_concatenated_batch(single, tmp_path):
+    """torchrun 2 x gloo: same views (drawn for the global batch), same global SIGReg and
+    prediction terms, summed gradients: parameters and AdamW moments equal the single
+    process to 1e-10 (float64), and the logged losses too."""
+    _two_processes_equal_one(single, str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize(
+    "statistic", ["watson", pytest.param("extended_jarque_bera", marks=pytest.mark.slow)]
+)
+def test_two_processes_equal_one_process_with_another_statistic(statistic, tmp_path):
+    """loss.statistic with the explicit pullbacks: an EDF statistic (GlooCollective.all_gather
+    and its rank's rows of the global gradient) and, slow-marked (the power sums are also
+    checked by tests/test_loss_statistics.py), a moment one. ~30 s each."""
+    single = str(tmp_path / "single")
+    extra = (f"loss.statistic={statistic}", "loss.lamb=0.3")
+    assert cupy_nccl.main([*TINY, *extra, "run.device=cpu", f"run.dir={single}"]) == 0
+    _two_processes_equal_one(single, str(tmp_path / "run"), *extra)
 
 
 def test_resume_equals_uninterrupted_run(single, tmp_path, capsys):

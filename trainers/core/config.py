@@ -295,7 +295,6 @@ class LossConfig:
             "extended_jarque_bera",
             "mean_variance",
         ),
-        trainers=("torch_ddp",),
     )
 
 

@@ -62,10 +62,17 @@ def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
 
 
 class GlooCollective:
-    """:class:`sigreg.Collective` over the default ``torch.distributed`` group for numpy."""
+    """:class:`sigreg.Collective` over the default ``torch.distributed`` group for numpy.
+
+    Attributes
+    ----------
+    rank : int
+        This process's rank (the explicit gradients of the gathered statistics need it).
+    """
 
     def __init__(self) -> None:
         self._torch = importlib.import_module("torch")  # only under torchrun (see above)
+        self.rank: int = self._torch.distributed.get_rank()
 
     def all_reduce_sum(self, x: Any) -> np.ndarray:
         """Return the sum of the numpy array ``x`` over all ranks (a new array)."""
@@ -73,6 +80,15 @@ class GlooCollective:
         tensor = self._torch.from_numpy(np.array(x, copy=True))
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor.numpy()
+
+    def all_gather(self, x: Any) -> np.ndarray:
+        """Return every rank's numpy array ``x`` (same shape on every rank) stacked in rank
+        order, shape ``(world_size, *x.shape)`` (a new array)."""
+        dist = self._torch.distributed
+        tensor = self._torch.from_numpy(np.ascontiguousarray(x))
+        out = [self._torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, tensor)
+        return np.stack([t.numpy() for t in out])
 
 
 def cupy_usable(gpu: int = 0) -> bool:

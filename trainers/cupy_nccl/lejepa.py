@@ -109,8 +109,8 @@ def loss_and_grads(
     clock : trainers.core.loop.LossClock, optional
         Times the LeJEPA loss's value and pullback.
     **loss_options
-        ``lamb``, ``num_slices``, ``seed``, ``step``, ``prediction``, ``directions`` or
-        ``engine`` of :func:`sigreg.lejepa_loss_vjp`.
+        ``lamb``, ``num_slices``, ``seed``, ``step``, ``prediction``, ``directions``,
+        ``engine`` or ``statistic`` of :func:`sigreg.lejepa_loss_vjp`.
 
     Returns
     -------

@@ -342,6 +342,7 @@ class Trainer(RunLoop):
             step=self.step,
             prediction=cfg.loss.prediction,
             engine=cfg.loss.engine,
+            statistic=cfg.loss.statistic,
             clock=clock,
         )
         probe = xp.reshape(parts["probe_loss"], (1,))

@@ -248,6 +248,7 @@ class Trainer(RunLoop):
             prediction=cfg.loss.prediction,
             collective=JaxAxisCollective(axis),
             engine=cfg.loss.engine,
+            statistic=cfg.loss.statistic,
         )
         probe = jnp.zeros((), parts.loss.dtype)
         if out.probe_logits is not None:
@@ -365,6 +366,7 @@ class Trainer(RunLoop):
                 num_slices=cfg.loss.num_slices,
                 prediction=cfg.loss.prediction,
                 engine=cfg.loss.engine,
+                statistic=cfg.loss.statistic,
             )
             key = jax.random.key(0)
             g = jax.random.normal(key, (cfg.views.n_global, n, dim), self.dtype)
