@@ -133,7 +133,7 @@ def evaluate(
     """
     module = evaluation_module(trainer)
     if method == "raw-pixels":
-        train, test = module.raw_inputs(data)
+        train, test = module.raw_inputs(cfg, data)
     elif method in ("checkpoint", "random-init"):
         if (method == "checkpoint") != (state is not None):
             raise ValueError("a checkpoint state is needed for, and only for, 'checkpoint'")
