@@ -1,8 +1,8 @@
 """End-to-end runs of trainers.cupy_nccl (numpy on CPU) on streamed sources (generated images
 on disk): a 2-process torchrun on an image folder in which the ranks train on every sample
 exactly once per data epoch, kill -9 mid-epoch and ``--resume auto`` ending with the
-uninterrupted run's metrics, tar shards with a separate test folder, mixing partners drawn
-from the rank's own batch.
+uninterrupted run's metrics, tar shards with a separate test folder and trainers.eval_linear
+of that run.
 
 The torch trainer's streamed runs are in test_trainer_stream_runs.py (same generated data).
 """
@@ -124,8 +124,9 @@ def test_kill9_mid_epoch_then_resume_matches_uninterrupted_run(reference, tmp_pa
 
 
 def test_single_process_run_on_shards_with_a_separate_test_folder(tmp_path, capsys):
-    """In this process (decoding here too: data.workers=0), unequal shards."""
-    from trainers import cupy_nccl
+    """In this process (decoding here too: data.workers=0), unequal shards; then
+    trainers.eval_linear of the run and its baselines, streamed (features are kept)."""
+    from trainers import cupy_nccl, eval_linear
 
     train = make_shards(tmp_path / "shards", [35, 35, 26])
     test = make_folder(tmp_path / "test", per_class=5, seed=2, prefix="")  # shard classes 0..2
@@ -135,4 +136,12 @@ def test_single_process_run_on_shards_with_a_separate_test_folder(tmp_path, caps
     records = read_records(run_dir)
     assert records[-1]["kind"] == "summary" and records[-1]["step"] == 2 * STEPS_PER_EPOCH
     assert records[-1]["knn_acc"] > 0.8
+    out = str(tmp_path / "eval.json")
+    baselines = ["--baseline", "random-init", "--baseline", "raw-pixels"]
+    assert eval_linear.main([run_dir, *baselines, "--json", out]) == 0
+    with open(out) as fh:
+        results = json.load(fh)
+    assert [r["method"] for r in results] == ["checkpoint", "random-init", "raw-pixels"]
+    assert [r["features"] for r in results] == [32, 32, 3 * 8 * 8]
+    assert all(0.8 < r["accuracy"] <= 1.0 for r in results)  # 15 test images, 3 classes
     capsys.readouterr()

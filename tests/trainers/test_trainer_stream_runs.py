@@ -78,6 +78,23 @@ def test_two_process_run_on_a_streamed_folder(reference):
     assert stream["global_batch"] == 20
 
 
+def test_eval_linear_of_a_streamed_run(reference, tmp_path, capsys):
+    """trainers.eval_linear streams the run's folder (features are kept, images are not)."""
+    from trainers import eval_linear
+
+    run_dir, _, proc = reference
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = str(tmp_path / "eval.json")
+    args = [run_dir, "--baseline", "raw-pixels", "--json", out, "run.deterministic=false"]
+    assert eval_linear.main(args) == 0
+    with open(out) as fh:
+        results = json.load(fh)
+    assert [r["method"] for r in results] == ["checkpoint", "raw-pixels"]
+    assert [r["features"] for r in results] == [32, 3 * 8 * 8]
+    assert all(0.8 < r["accuracy"] <= 1.0 for r in results)  # 24 test images, 3 classes
+    capsys.readouterr()
+
+
 def test_kill9_mid_epoch_then_resume_matches_uninterrupted_run(reference, tmp_path):
     ref_dir, args, proc = reference
     assert proc.returncode == 0, proc.stderr[-4000:]
