@@ -25,6 +25,9 @@ flips, resampled to the image's own size; ``views.global_size``/``local_size`` a
 photometric ``augment.*`` options other than ``flip_p`` do not apply), or ``npz:PATH`` with a
 ``features`` array ``(N, D)``: e.g. train an isotropic-Gaussian projector on precomputed
 embeddings of another model. The ``vector.*`` options (masking, noise, mixing) apply to both.
+``imagefolder:`` and ``shards:`` are streamed (:mod:`trainers.core.stream`: each rank decodes
+its share of every epoch in worker processes, the position is in the checkpoint); there a
+view's mixing partner is a sample of the rank's own batch, not of the whole training set.
 
 Run directory as in :mod:`trainers.torch_ddp` (``metrics.jsonl``, plots, config, run info),
 with ``ckpt_*.npz`` checkpoints (numpy archives, no pickle). Exit status: 0 done, 2 bad
