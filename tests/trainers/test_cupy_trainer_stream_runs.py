@@ -16,8 +16,14 @@ import sys
 
 import numpy as np
 import pytest
-from run_helpers import ROOT, free_port, kill_tree_when, read_records, subprocess_env
-from run_helpers import without_timing
+from run_helpers import (
+    ROOT,
+    free_port,
+    kill_tree_when,
+    read_records,
+    subprocess_env,
+    without_timing,
+)
 
 pytest.importorskip("torch")  # torchrun and the gloo control plane
 pytest.importorskip("PIL")
@@ -113,7 +119,11 @@ def test_kill9_mid_epoch_then_resume_matches_uninterrupted_run(reference, tmp_pa
     run_dir = str(tmp_path / "run")
     command = torchrun("-m", "trainers.cupy_nccl", *args, f"run.dir={run_dir}")
     victim = subprocess.Popen(
-        command, cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command,
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     # mid-epoch 2 (4 steps per epoch); the data workers are killed too
     kill_tree_when(victim, os.path.join(run_dir, "ckpt_00000006.npz"), TIMEOUT)
@@ -145,3 +155,46 @@ def test_single_process_run_on_shards_with_a_separate_test_folder(tmp_path, caps
     assert [r["features"] for r in results] == [32, 32, 3 * 8 * 8]
     assert all(0.8 < r["accuracy"] <= 1.0 for r in results)  # 15 test images, 3 classes
     capsys.readouterr()
+
+
+def test_streamed_mixing_partners_are_rows_of_the_batch(tmp_path):
+    """With only mixing on (whole-image crops, no flip, noise or mask), every streamed view
+    is ``(1 - a) x_i + a x_j`` with ``x_j`` a standardised sample of the same batch."""
+    from trainers.core.config import load_config
+    from trainers.core.launch import single_process
+    from trainers.cupy_nccl.trainer import BASE, Trainer
+
+    overrides = [
+        *TINY,
+        f"data.name={make_folder(tmp_path / 'images')}",
+        "data.workers=0",
+        "views.global_scale=[1,1]",
+        "views.ratio=[1,1]",
+        "views.n_local=0",
+        "augment.flip_p=0",
+        "vector.mask_p=0",
+        "vector.noise_std=0",
+        "vector.mix=0.5",
+        f"run.dir={tmp_path / 'run'}",
+    ]
+    cfg = load_config(None, overrides, base=BASE)
+    trainer = Trainer(cfg, single_process("cpu"), resume=None, argv=[])
+    batch = next(trainer.sampler.batches(0))
+    samples, pool, labels = trainer._batch(batch)
+    trainer.sampler.close()
+    np.testing.assert_array_equal(labels, batch.labels)
+    x = trainer._standardise(samples)
+    np.testing.assert_allclose(pool, x, rtol=0, atol=1e-12)
+    views = trainer._views(samples, pool)
+    assert views.shape == (2, 20, 3 * 8 * 8)
+    mixed = 0
+    for view in views:
+        for i, row in enumerate(view):
+            residuals = []
+            for partner in pool:  # the best fit row ~ c1 x_i + c2 partner
+                basis = np.stack([x[i], partner], axis=1)
+                fit = basis @ np.linalg.lstsq(basis, row, rcond=None)[0]
+                residuals.append(np.abs(fit - row).max())
+            assert min(residuals) < 1e-9
+            mixed += not np.allclose(row, x[i])
+    assert mixed > 30  # of 40 views, mixed with weight ~ U(0, 0.5)

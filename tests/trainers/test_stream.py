@@ -495,9 +495,7 @@ def test_map_images_of_a_stream_equals_the_folder_loaded_in_memory(tmp_path):
 
     make_folder(tmp_path, {"a": 7, "b": 6})
     options = SimpleNamespace(workers=0, prefetch=2, bad_files="skip")
-    memory = load_dataset(
-        f"imagefolder:{tmp_path}", test_fraction=0.25, split_seed=3, image_size=6
-    )
+    memory = load_dataset(f"imagefolder:{tmp_path}", test_fraction=0.25, split_seed=3, image_size=6)
     train, test = train_test_indices(f"imagefolder:{tmp_path}", test_fraction=0.25, split_seed=3)
     streamed = StreamedDataset.build(train, test, image_size=6, seed=0)
     calls = []
