@@ -25,6 +25,9 @@ Prints one line per method and, with ``--json PATH``, writes the results as a JS
 ``--save-features PATH`` writes the checkpoint's features of both splits and their labels to
 an npz file (``features``, ``labels``, ``split`` 0 train / 1 test), usable as
 ``data.name=npz:PATH``. A run directory is evaluated at its newest checkpoint that loads.
+``imagefolder:`` and ``shards:`` sources are streamed (:func:`trainers.core.stream.map_images`,
+with the ``data`` stream options): features are held, images are not (the ``raw-pixels``
+baseline's features are the decoded pixels).
 """
 
 from __future__ import annotations

@@ -9,8 +9,10 @@ weights of ``run.seed``) plus a linear head, trained with cross-entropy on one a
 global view per image (:class:`trainers.torch_ddp.views.MultiCrop` with ``views.n_global=1`` and no
 local views), on the same training split (``data.train_size`` included), with the same
 optimiser and schedule options (``optim.*``: AdamW, no weight decay on norms and biases,
-warm-up then cosine). The frozen backbone is then measured by the same code as the LeJEPA
-one (``trainers.eval_linear``, ``trainers.core.probes.few_shot_eval``). Single process.
+warm-up then cosine). ``imagefolder:`` and ``shards:`` are streamed (the batches of
+:mod:`trainers.core.stream`, ``data.workers`` decoding processes). The frozen backbone is
+then measured by the same code as the LeJEPA one (``trainers.eval_linear``,
+``trainers.core.probes.few_shot_eval``). Single process.
 
 Writes ``run.dir/supervised.pt`` (atomically): ``backbone`` (``state_dict``), ``config``,
 ``train_time`` (s), ``final_loss`` (mean cross-entropy of the last epoch) and
