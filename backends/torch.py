@@ -57,6 +57,9 @@ from sigreg.engine import (
     sums_cotangent,
 )
 from sigreg.lejepa import PREDICTIONS, LeJEPAParts
+from sigreg.loss_statistics import check_statistic
+from sigreg.loss_statistics import forward as statistic_forward
+from sigreg.quadrature import null_expectation
 
 __all__ = [
     "ENGINES",
@@ -235,8 +238,7 @@ def _reduce_over_ranks(collective, cos_sums, sin_sums, n, like):
     """One reduction of [cos sums, sin sums, local count]; returns the global ones."""
     local = torch.full((1,), float(n), dtype=like.dtype, device=like.device)
     packed = all_reduce_checked(
-        collective,
-        torch.cat([cos_sums.reshape(-1), sin_sums.reshape(-1), local])
+        collective, torch.cat([cos_sums.reshape(-1), sin_sums.reshape(-1), local])
     )
     size = cos_sums.numel()
     cos_sums = packed[:size].reshape(cos_sums.shape)
@@ -733,7 +735,8 @@ class LeJEPALoss(_SteppedLoss):
     The values equal :func:`sigreg.lejepa_loss` with ``step`` = the module's step before the
     call; each call then advances the step by one (see :class:`SIGReg` for the counter). The
     SIGReg term uses the memory-lean analytic backward of :func:`sliced_epps_pulley`, the
-    prediction term plain autograd.
+    prediction term plain autograd; another ``statistic`` is the core's array-API version
+    (:mod:`sigreg.loss_statistics`) differentiated by autograd.
 
     Parameters
     ----------
@@ -755,11 +758,17 @@ class LeJEPALoss(_SteppedLoss):
     n_points : int, default 17
         Quadrature knots on ``[0, t_max]``.
     engine : {"auto", "cache_fused", "few_kernels", "compiled"}, default "auto"
-        Evaluation strategy (see :func:`sliced_epps_pulley`).
+        Evaluation strategy (see :func:`sliced_epps_pulley`); must stay ``"auto"`` with
+        another ``statistic``.
     chunk_size : int, optional
         Slices per chunk or block (see :func:`sliced_epps_pulley`).
     fused : bool, default False
         Deprecated spelling of ``engine="compiled"``.
+    statistic : str, default "epps_pulley"
+        Per-slice statistic of the regulariser, normalised to the Epps-Pulley null mean, as
+        in :func:`sigreg.lejepa_loss`. The EDF statistics (``"cramer_von_mises"``,
+        ``"anderson_darling"``, ``"watson"``) with a collective need its ``all_gather``
+        (:class:`TorchDistributedCollective` has it; equal per-rank batches).
 
     Attributes
     ----------
@@ -792,6 +801,7 @@ class LeJEPALoss(_SteppedLoss):
         engine: str = "auto",
         chunk_size: int | None = None,
         fused: bool = False,
+        statistic: str = "epps_pulley",
     ) -> None:
         super().__init__()
         if isinstance(lamb, bool) or not isinstance(lamb, numbers.Real) or not 0.0 <= lamb <= 1.0:
@@ -807,6 +817,7 @@ class LeJEPALoss(_SteppedLoss):
         self.n_points: int = int(n_points)
         self.chunk_size: int | None = chunk_size
         self.engine: str = _check_engine(engine, fused)
+        self.statistic: str = check_statistic(statistic, self.engine)
         self.collective: Any = collective
         self._rule: _Plan = rule
 
@@ -875,17 +886,26 @@ class LeJEPALoss(_SteppedLoss):
         if self.prediction == "pairwise":
             pred = pred + spread_sum / (g.shape[0] * count * dim)
 
-        per_view = _sliced_values(
-            views, directions, self._rule, self.collective, self.engine, self.chunk_size
-        )
+        per_view = self._per_view(views, directions)
         sig = torch.mean(per_view)
         loss = (1.0 - self.lamb) * pred + self.lamb * sig
         return LeJEPAParts(loss.to(out_dtype), pred.to(out_dtype), sig.to(out_dtype))
 
+    def _per_view(self, views: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+        """The regulariser's per-slice statistics of every view, shape ``(V, M)``."""
+        if self.statistic == "epps_pulley":
+            return _sliced_values(
+                views, directions, self._rule, self.collective, self.engine, self.chunk_size
+            )
+        z = directions.T @ views.transpose(-1, -2)  # (V, M, N): samples on the last axis
+        scale = null_expectation(self.t_max, self.n_points)
+        return statistic_forward(_XP, z, self.statistic, scale, self.collective)
+
     def extra_repr(self) -> str:
         return (
             f"lamb={self.lamb}, num_slices={self.num_slices}, seed={self.seed}, "
-            f"prediction={self.prediction!r}, t_max={self.t_max}, n_points={self.n_points}"
+            f"prediction={self.prediction!r}, t_max={self.t_max}, n_points={self.n_points}, "
+            f"statistic={self.statistic!r}"
         )
 
 
@@ -942,6 +962,31 @@ class TorchDistributedCollective:
         with warnings.catch_warnings():  # deprecated in favour of the functional collective
             warnings.simplefilter("ignore", FutureWarning)
             return dist_nn.all_reduce(x, op=dist.ReduceOp.SUM, group=group)
+
+    def all_gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Return every rank's ``x`` stacked in rank order, shape ``(world_size, *x.shape)``.
+
+        The autograd-aware ``torch.distributed.nn.functional.all_gather`` (every rank's
+        ``x`` must have the same shape); its backward sums the cotangents of this rank's
+        block over the ranks, the same convention as :meth:`all_reduce_sum`.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            This rank's contribution.
+
+        Returns
+        -------
+        torch.Tensor
+            A new tensor, identical on every rank.
+        """
+        import torch.distributed as dist
+        from torch.distributed.nn import functional as dist_nn
+
+        group: Any = self.group if self.group is not None else dist.group.WORLD
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.stack(dist_nn.all_gather(x, group=group))
 
     def __repr__(self) -> str:
         return f"TorchDistributedCollective(group={self.group!r})"

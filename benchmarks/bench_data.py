@@ -175,6 +175,60 @@ def peak_rss(root: str, count: int, workers: int, size: int) -> dict[str, float]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def worker_table(args: argparse.Namespace, root: str) -> None:
+    """Decoded images/s for 0 (in-process) to ``--max-workers`` worker processes."""
+    print(
+        "| workers | images/s | images/s per worker | vs in-process | images per CPU-s "
+        "of a decoder | main CPU ms per 1000 images | first batch (s) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    reference = None
+    for workers in range(0, args.max_workers + 1):
+        runs = [throughput(root, workers, args.size, args.measure) for _ in range(args.reps)]
+        best = {key: max(r[key] for r in runs) for key in ("rate", "cpu_rate")}
+        best.update({key: min(r[key] for r in runs) for key in ("main_ms", "first")})
+        reference = reference or best["rate"]
+        label = "0 (in-process)" if workers == 0 else str(workers)
+        print(
+            f"| {label} | {best['rate']:.0f} | {best['rate'] / max(workers, 1):.0f} | "
+            f"{best['rate'] / reference:.2f}x | {best['cpu_rate']:.0f} | "
+            f"{best['main_ms']:.0f} | {best['first']:.2f} |"
+        )
+
+
+def rss_table(args: argparse.Namespace, root: str) -> None:
+    """Peak RSS of one streamed epoch of ``--small`` and of ``--images`` images."""
+    workers = args.max_workers
+    print(f"\nPeak RSS streaming one epoch, {workers} worker(s), fresh process each:\n")
+    print("| images | main (MiB) | largest worker (MiB) | in-memory float32 images (MiB) |")
+    print("|---|---|---|---|")
+    for count in (args.small, args.images):
+        rss = peak_rss(root, count, workers, args.size)
+        held = count * 3 * args.size**2 * 4 / 2**20
+        print(f"| {count} | {rss['main']:.0f} | {rss['worker']:.0f} | {held:.0f} |")
+
+
+def wait_table(args: argparse.Namespace, root: str) -> None:
+    """The demo model's data-wait fraction, in memory and streamed."""
+    print(
+        f"\nDemo model (digits_demo.yaml, 1 process, 1 thread), {args.train_steps} steps "
+        "of 128 at 16x16 px: share of the step time spent waiting for / preparing data\n"
+    )
+    print("| data | workers | steps | data-wait fraction | images/s |")
+    print("|---|---|---|---|---|")
+    rows = [("digits in memory", None, 0)]
+    rows += [("streamed JPEG folder", f"imagefolder:{root}", w) for w in (0, 1)]
+    runs = tempfile.mkdtemp(prefix="bench_data_runs_")
+    for label, source, workers in rows:
+        r = train_run(source, workers, args.train_steps, runs)
+        shown = "-" if source is None else str(workers)
+        print(
+            f"| {label} | {shown} | {r['step']} | {r['data_time_fraction']:.2f} | "
+            f"{r['imgs_per_s']:.0f} |"
+        )
+    shutil.rmtree(runs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20_000)
@@ -201,49 +255,10 @@ def main() -> None:
             f"{time.perf_counter() - began:.1f} s; decoded to {args.size}x{args.size} RGB; "
             f"batches of {BATCH}; load average {os.getloadavg()[0]:.1f}\n"
         )
-        print(
-            "| workers | images/s | images/s per worker | vs in-process | images per CPU-s "
-            "of a decoder | main CPU ms per 1000 images | first batch (s) |"
-        )
-        print("|---|---|---|---|---|---|---|")
-        reference = None
-        for workers in range(0, args.max_workers + 1):
-            runs = [throughput(root, workers, args.size, args.measure) for _ in range(args.reps)]
-            best = {key: max(r[key] for r in runs) for key in ("rate", "cpu_rate")}
-            best.update({key: min(r[key] for r in runs) for key in ("main_ms", "first")})
-            reference = reference or best["rate"]
-            label = "0 (in-process)" if workers == 0 else str(workers)
-            print(
-                f"| {label} | {best['rate']:.0f} | {best['rate'] / max(workers, 1):.0f} | "
-                f"{best['rate'] / reference:.2f}x | {best['cpu_rate']:.0f} | "
-                f"{best['main_ms']:.0f} | {best['first']:.2f} |"
-            )
-        workers = args.max_workers
-        print(f"\nPeak RSS streaming one epoch, {workers} worker(s), fresh process each:\n")
-        print("| images | main (MiB) | largest worker (MiB) | in-memory float32 images (MiB) |")
-        print("|---|---|---|---|")
-        for count in (args.small, args.images):
-            rss = peak_rss(root, count, workers, args.size)
-            held = count * 3 * args.size**2 * 4 / 2**20
-            print(f"| {count} | {rss['main']:.0f} | {rss['worker']:.0f} | {held:.0f} |")
+        worker_table(args, root)
+        rss_table(args, root)
         if args.train_steps:
-            print(
-                f"\nDemo model (digits_demo.yaml, 1 process, 1 thread), {args.train_steps} steps "
-                "of 128 at 16x16 px: share of the step time spent waiting for / preparing data\n"
-            )
-            print("| data | workers | steps | data-wait fraction | images/s |")
-            print("|---|---|---|---|---|")
-            rows = [("digits in memory", None, 0)]
-            rows += [("streamed JPEG folder", f"imagefolder:{root}", w) for w in (0, 1)]
-            runs = tempfile.mkdtemp(prefix="bench_data_runs_")
-            for label, source, workers in rows:
-                r = train_run(source, workers, args.train_steps, runs)
-                shown = "-" if source is None else str(workers)
-                print(
-                    f"| {label} | {shown} | {r['step']} | {r['data_time_fraction']:.2f} | "
-                    f"{r['imgs_per_s']:.0f} |"
-                )
-            shutil.rmtree(runs)
+            wait_table(args, root)
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 

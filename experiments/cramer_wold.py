@@ -172,6 +172,58 @@ def plot(runs: dict[str, dict[str, Any]], q95: float, out: str) -> None:
     plt.close(fig)
 
 
+def run_one(args: argparse.Namespace, x0: Any, objective: str, slicing: str, q95: float):
+    """Optimise the samples for one (objective, slicing); the run and its table row."""
+    slices, resample = SLICINGS[slicing]
+    t0 = time.perf_counter()
+    run = optimise(x0, objective, slices, resample, args.steps, args.lr, args.seed)
+    seconds = time.perf_counter() - t0
+    others = run["final"][:, 2:]
+    joint = (
+        float(
+            sigreg.henze_zirkler_test(
+                run["final"], method="montecarlo", n_resamples=199, rng=args.seed
+            ).pvalue
+        )
+        if args.n > args.dim
+        else None
+    )
+    row = {
+        "objective": objective,
+        "slicing": slicing,
+        "start": run["curve"][0][1],
+        "end": run["curve"][-1][1],
+        "unfolded_at": first_unfolded(run["curve"], q95),
+        # the Gaussian coordinates must stay Gaussian (no collapse elsewhere)
+        "other_dims_std": float(others.std(axis=0).mean()),
+        "joint_pvalue": joint,
+        "seconds": seconds,
+    }
+    return run, row
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """The unfolding table, as Markdown."""
+    q95 = results["null_q95"]
+    print(
+        f"\nnull 95% quantile of the in-plane statistic (N={results['settings']['n']}): {q95:.3f}\n"
+    )
+    print(
+        "| objective | slicing | in-plane EP start → end | unfolded from step "
+        "| std of other dims | joint HZ p-value |"
+    )
+    print("|---|---|---|---|---|---|")
+    for r in results["rows"]:
+        at = "never" if r["unfolded_at"] is None else str(r["unfolded_at"])
+        print(
+            f"| {r['objective']} | {r['slicing']} | {r['start']:.2f} → {r['end']:.3f} | {at} | "
+            f"{r['other_dims_std']:.3f} | "
+            + ("n/a (N ≤ D)" if r["joint_pvalue"] is None else f"{r['joint_pvalue']:.3f}")
+            + " |"
+        )
+    print(f"\nwall time {results['wall_time']:.0f} s, git {results['git_sha']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True)
@@ -192,35 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     x0 = x_samples(args.n, args.dim, args.seed)
     runs, rows = {}, []
     for objective in args.objectives.split(","):
-        for slicing, (slices, resample) in SLICINGS.items():
-            t0 = time.perf_counter()
-            run = optimise(x0, objective, slices, resample, args.steps, args.lr, args.seed)
-            seconds = time.perf_counter() - t0
+        for slicing in SLICINGS:
             name = f"{objective} / {slicing}"
-            runs[name] = run
-            others = run["final"][:, 2:]
-            joint = (
-                float(
-                    sigreg.henze_zirkler_test(
-                        run["final"], method="montecarlo", n_resamples=199, rng=args.seed
-                    ).pvalue
-                )
-                if args.n > args.dim
-                else None
-            )
-            rows.append(
-                {
-                    "objective": objective,
-                    "slicing": slicing,
-                    "start": run["curve"][0][1],
-                    "end": run["curve"][-1][1],
-                    "unfolded_at": first_unfolded(run["curve"], q95),
-                    # the Gaussian coordinates must stay Gaussian (no collapse elsewhere)
-                    "other_dims_std": float(others.std(axis=0).mean()),
-                    "joint_pvalue": joint,
-                    "seconds": seconds,
-                }
-            )
+            runs[name], row = run_one(args, x0, objective, slicing, q95)
+            rows.append(row)
             print(json.dumps(rows[-1]), flush=True)
     plot(runs, q95, args.out)
     results = {
@@ -233,21 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "curves": {k: v["curve"] for k, v in runs.items()},
     }
     rundir.atomic_write_text(os.path.join(args.out, "results.json"), json.dumps(results, indent=1))
-    print(f"\nnull 95% quantile of the in-plane statistic (N={args.n}): {q95:.3f}\n")
-    print(
-        "| objective | slicing | in-plane EP start → end | unfolded from step "
-        "| std of other dims | joint HZ p-value |"
-    )
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        at = "never" if r["unfolded_at"] is None else str(r["unfolded_at"])
-        print(
-            f"| {r['objective']} | {r['slicing']} | {r['start']:.2f} → {r['end']:.3f} | {at} | "
-            f"{r['other_dims_std']:.3f} | "
-            + ("n/a (N ≤ D)" if r["joint_pvalue"] is None else f"{r['joint_pvalue']:.3f}")
-            + " |"
-        )
-    print(f"\nwall time {results['wall_time']:.0f} s, git {results['git_sha']}")
+    print_table(results)
     return 0
 
 

@@ -78,13 +78,13 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
-def train_supervised(run_dir: str, overrides: list[str]) -> float:
+def train_supervised(run_dir: str, overrides: list[str], config: str = CONFIG) -> float:
     """Train the supervised baseline into ``run_dir`` unless it is there; the wall time."""
     timing = os.path.join(run_dir, "supervised_time.json")
     if os.path.exists(timing):
         with open(timing, encoding="utf-8") as fh:
             return float(json.load(fh)["wall_time"])
-    command = [sys.executable, "-m", "trainers.supervised", "--config", CONFIG]
+    command = [sys.executable, "-m", "trainers.supervised", "--config", config]
     start = time.perf_counter()
     subprocess.run([*command, *overrides, f"run.dir={run_dir}"], cwd=ROOT, check=True)
     wall = time.perf_counter() - start
@@ -92,8 +92,15 @@ def train_supervised(run_dir: str, overrides: list[str]) -> float:
     return wall
 
 
-def measure(features: tuple[np.ndarray, np.ndarray], data: Any, cfg: Any, seeds: list[int]):
-    """Linear-probe, k-NN and few-shot top-1 of one set of frozen features."""
+def measure(
+    features: tuple[np.ndarray, np.ndarray],
+    data: Any,
+    cfg: Any,
+    seeds: list[int],
+    shots: tuple[int, ...] = SHOTS,
+):
+    """Linear-probe, k-NN and few-shot (``shots`` labels per class) top-1 of one set of
+    frozen features."""
     from trainers.core.metrics import knn_accuracy
     from trainers.core.probes import few_shot_eval, linear_eval
 
@@ -114,15 +121,22 @@ def measure(features: tuple[np.ndarray, np.ndarray], data: Any, cfg: Any, seeds:
             temperature=cfg.eval.knn_temperature,
         ),
     }
-    for shots in SHOTS:
+    for n in shots:
         few = few_shot_eval(
-            train, data.train_labels, test, data.test_labels, shots=shots, seeds=seeds, **probe
+            train, data.train_labels, test, data.test_labels, shots=n, seeds=seeds, **probe
         )
-        result[f"shot{shots}"] = {"mean": few.mean, "std": few.std, "runs": list(few.accuracies)}
+        result[f"shot{n}"] = {"mean": few.mean, "std": few.std, "runs": list(few.accuracies)}
     return result
 
 
-def measure_arch(out: str, arch: str, overrides: list[str], seeds: list[int]) -> dict[str, Any]:
+def measure_arch(
+    out: str,
+    arch: str,
+    overrides: list[str],
+    seeds: list[int],
+    config: str = CONFIG,
+    shots: tuple[int, ...] = SHOTS,
+) -> dict[str, Any]:
     """Every method of one architecture, measured on the same data by the same code."""
     import torch
 
@@ -132,7 +146,7 @@ def measure_arch(out: str, arch: str, overrides: list[str], seeds: list[int]) ->
     from trainers.torch_ddp.checkpoint import load_checkpoint
     from trainers.torch_ddp.evaluation import backbone_features
 
-    cfg = load_config(os.path.join(ROOT, CONFIG), overrides)
+    cfg = load_config(os.path.join(ROOT, config), overrides)
     data = load_configured(cfg.data)
     states = {
         "lejepa": load_checkpoint(rundir.latest_checkpoint(os.path.join(out, f"{arch}-lejepa"))),
@@ -145,40 +159,49 @@ def measure_arch(out: str, arch: str, overrides: list[str], seeds: list[int]) ->
         features = backbone_features(
             cfg, data, None if state is None else state["backbone"], torch.device("cpu")
         )
-        results[method] = measure(features, data, cfg, seeds)
-        print(f"{arch} {method}: {_row(results[method])}", flush=True)
+        results[method] = measure(features, data, cfg, seeds, shots)
+        print(f"{arch} {method}: {_row(results[method], shots)}", flush=True)
     return results
 
 
-def measure_pixels(overrides: list[str], seeds: list[int]) -> dict[str, Any]:
+def measure_pixels(
+    overrides: list[str], seeds: list[int], config: str = CONFIG, shots: tuple[int, ...] = SHOTS
+) -> dict[str, Any]:
     """The raw-pixel baseline (784 features of the 28x28 images)."""
     from trainers.core.config import load_config
     from trainers.core.datasets import load_configured
 
-    cfg = load_config(os.path.join(ROOT, CONFIG), overrides)
+    cfg = load_config(os.path.join(ROOT, config), overrides)
     data = load_configured(cfg.data)
 
     def flat(x: np.ndarray) -> np.ndarray:
         return x.reshape(len(x), -1)
 
-    return measure((flat(data.train_images), flat(data.test_images)), data, cfg, seeds)
+    return measure((flat(data.train_images), flat(data.test_images)), data, cfg, seeds, shots)
 
 
-def _row(r: dict[str, Any]) -> str:
-    shots = " | ".join(
-        f"{100 * r[f'shot{s}']['mean']:.2f} ± {100 * r[f'shot{s}']['std']:.2f}" for s in SHOTS
+def _row(r: dict[str, Any], shots: tuple[int, ...] = SHOTS) -> str:
+    few = " | ".join(
+        f"{100 * r[f'shot{s}']['mean']:.2f} ± {100 * r[f'shot{s}']['std']:.2f}" for s in shots
     )
-    return f"{100 * r['linear']:.2f} | {100 * r['knn']:.2f} | {shots}"
+    return f"{100 * r['linear']:.2f} | {100 * r['knn']:.2f} | {few}"
 
 
-def plot(results: dict[str, Any], out: str) -> None:
+def plot(
+    results: dict[str, Any],
+    out: str,
+    dataset: str = "MNIST",
+    shots: tuple[int, ...] = SHOTS,
+    filename: str = "in_domain.png",
+) -> None:
+    """Bars of every method's probe accuracies per backbone into ``out/filename``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metrics = [("linear", "linear probe"), ("knn", "k-NN (k=20)")]
-    metrics += [(f"shot{s}", f"{s} labels/class") for s in SHOTS]
+    metrics += [(f"shot{s}", f"{s} labels/class") for s in shots]
     archs = list(results["archs"])
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.6), sharey=True)
     width = 0.8 / (len(METHODS) + 1)
@@ -201,10 +224,10 @@ def plot(results: dict[str, Any], out: str) -> None:
         ax.set_title(title)
         ax.set_ylim(0, 100)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("MNIST test top-1 (%)")
+    axes[0].set_ylabel(f"{dataset} test top-1 (%)")
     axes[-1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "in_domain.png"), dpi=120)
+    fig.savefig(os.path.join(out, filename), dpi=120)
     plt.close(fig)
 
 
@@ -264,18 +287,23 @@ def main(argv: list[str] | None = None) -> int:
         os.path.join(out, "results.json"), json.dumps(results, indent=1) + "\n"
     )
     plot(results, out)
+    print_table(results)
+    return 0
+
+
+def print_table(results: dict[str, Any], shots: tuple[int, ...] = SHOTS) -> None:
+    """Every method's probe accuracies per backbone, as Markdown."""
     print(
         "\n| backbone | features | linear top-1 (%) | k-NN top-1 (%) | "
-        + " | ".join(f"{s} labels/class (%)" for s in SHOTS)
+        + " | ".join(f"{s} labels/class (%)" for s in shots)
         + " |"
     )
-    print("|---|---|---|---|" + "---|" * len(SHOTS))
-    for arch in archs:
+    print("|---|---|---|---|" + "---|" * len(shots))
+    for arch, methods in results["archs"].items():
         for method in METHODS:
-            print(f"| {arch} | {LABELS[method]} | {_row(results['archs'][arch][method])} |")
-    print(f"| — | raw pixels (784-d) | {_row(results['raw_pixels'])} |")
+            print(f"| {arch} | {LABELS[method]} | {_row(methods[method], shots)} |")
+    print(f"| — | raw pixels (784-d) | {_row(results['raw_pixels'], shots)} |")
     print(f"\nwall time {results['wall_time']:.0f} s, git {results['git_sha']}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -214,24 +214,30 @@ def main(argv: list[str] | None = None) -> int:
     rundir.atomic_write_text(
         os.path.join(out, "results.json"), json.dumps(results, indent=1) + "\n"
     )
+    print_tables(results, args.lambdas, args.batch_sizes)
+    return 0
+
+
+def print_tables(results: dict[str, Any], lambdas: list[float], batch_sizes: list[int]) -> None:
+    """The sweep's accuracy table and its Spearman-vs-α table, as Markdown."""
+    runs, alphas = results["runs"], results["alphas"]
     print("\nlinear / k-NN top-1 % (effective rank of backbone features / embeddings)")
-    print("\n| λ | " + " | ".join(f"batch {b}" for b in args.batch_sizes) + " |")
-    print("|---|" + "---|" * len(args.batch_sizes))
-    for lamb in args.lambdas:
+    print("\n| λ | " + " | ".join(f"batch {b}" for b in batch_sizes) + " |")
+    print("|---|" + "---|" * len(batch_sizes))
+    for lamb in lambdas:
         cells = [
             f"{100 * r['linear_acc']:.2f} / {100 * r['knn_acc']:.2f}"
             f" (rank {r['feature_rank']:.1f} / {r['embedding_rank']:.1f})"
-            for b in args.batch_sizes
+            for b in batch_sizes
             for r in runs
             if r["lamb"] == lamb and r["batch_size"] == b
         ]
         print(f"| {lamb:g} | " + " | ".join(cells) + " |")
     print("\n| α | " + " | ".join(f"{a:.1f}" for a in alphas) + " |")
     print("|---|" + "---|" * len(alphas))
-    for key, values in rho.items():
+    for key, values in results["spearman"].items():
         print(f"| ρ vs {key} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
     print(f"\nwall time {results['wall_time']:.0f} s, git {results['git_sha']}")
-    return 0
 
 
 if __name__ == "__main__":

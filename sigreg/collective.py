@@ -7,6 +7,11 @@ characteristic-function sums over the local samples, and the local sample count)
 unequal numbers of samples and ``N`` in the statistic is the global batch size. Only
 ``2 * n_knots * num_slices + 1`` numbers per view cross the network.
 
+The EDF statistics of :func:`sigreg.lejepa_loss` (``statistic="cramer_von_mises"`` and
+the like) need each slice's global sorted sample instead: they call the optional method
+``collective.all_gather`` (equal per-rank batches), and their explicit pullbacks read the
+collective's ``rank`` to pick this rank's rows of the global gradient.
+
 Adapters for ``torch.distributed``, JAX ``lax.psum`` and NCCL live in ``backends/``.
 """
 
@@ -32,6 +37,37 @@ class Collective(Protocol):
     def all_reduce_sum(self, x: Any) -> Any:
         """Return the sum of ``x`` over all ranks."""
         ...
+
+
+def check_gather(collective: Any, statistic: str, *, need_rank: bool) -> None:
+    """Raise ``TypeError`` unless ``collective`` can gather (and, if asked, knows its rank).
+
+    ``all_gather(x)`` must return a NEW array of shape ``(world_size, *x.shape)`` holding
+    every rank's ``x`` in rank order (differentiable for autodiff, e.g.
+    ``torch.distributed.nn.functional.all_gather``); ``rank`` is this rank's index.
+    """
+    if not callable(getattr(collective, "all_gather", None)):
+        raise TypeError(
+            f"statistic={statistic!r} needs every rank's samples: the collective must provide "
+            f"an all_gather(x) method, {type(collective).__name__} has none"
+        )
+    if need_rank and not isinstance(getattr(collective, "rank", None), int):
+        raise TypeError(
+            f"the explicit gradient of statistic={statistic!r} needs the collective's integer "
+            f"rank attribute, {type(collective).__name__} has none"
+        )
+
+
+def all_gather_checked(collective: Any, x: Any) -> Any:
+    """``collective.all_gather(x)``, refusing a result that is not ``(world, *x.shape)``."""
+    out = collective.all_gather(x)
+    shape = getattr(out, "shape", None)
+    if shape is None or tuple(shape[1:]) != tuple(x.shape) or len(shape) != x.ndim + 1:
+        raise TypeError(
+            f"collective.all_gather must return an array of shape (world_size, "
+            f"*{tuple(x.shape)}), got {type(out).__name__} of shape {shape}"
+        )
+    return out
 
 
 def check_collective(collective: Any) -> Any:

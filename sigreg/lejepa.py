@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from sigreg import engine as _engine
+from sigreg import loss_statistics as _statistics
 from sigreg._namespace import device_of, pick_namespace, prepare_array
 from sigreg._validation import (
     as_cotangent,
@@ -20,6 +21,7 @@ from sigreg._validation import (
 )
 from sigreg.collective import reduce_sums
 from sigreg.directions import sample_directions
+from sigreg.quadrature import null_expectation
 
 PREDICTIONS = ("center", "pairwise")
 
@@ -72,6 +74,7 @@ def lejepa_loss(
     collective: Any = None,
     backend: Any = None,
     engine: str = "auto",
+    statistic: str = "epps_pulley",
 ) -> LeJEPAParts:
     """LeJEPA loss ``(1 - lamb) * prediction + lamb * mean_v SIGReg(z_v)``.
 
@@ -102,7 +105,18 @@ def lejepa_loss(
         As in :func:`sigreg.epps_pulley`. With a collective both terms are those of the
         global batch.
     engine : {"auto", "cache_fused", "few_kernels"}, default "auto"
-        Evaluation strategy of SIGReg (see :func:`sigreg.sliced_epps_pulley`).
+        Evaluation strategy of SIGReg (see :func:`sigreg.sliced_epps_pulley`); with another
+        ``statistic`` it must stay ``"auto"``.
+    statistic : str, default "epps_pulley"
+        The per-slice statistic of the regulariser: ``"epps_pulley"`` (SIGReg),
+        ``"cramer_von_mises"``, ``"anderson_darling"``, ``"watson"``,
+        ``"extended_jarque_bera"`` or ``"mean_variance"``, on the same directions. Any
+        statistic ``T`` other than Epps-Pulley is normalised to
+        ``T * null_expectation(t_max, n_points) / E_0[T; N]`` (its exact null mean at the
+        global batch size ``N``: 1/6, 1, 1/12, ``2 - 1/(2N)``, ~4; see
+        :mod:`sigreg.loss_statistics` and docs/statistics.md), so ``lamb`` weighs the same
+        null level (1.052464 on the official grid) for every choice. The EDF statistics
+        need ``collective.all_gather`` (equal per-rank batches).
 
     Returns
     -------
@@ -135,6 +149,7 @@ def lejepa_loss(
         collective,
         backend,
         engine,
+        statistic,
     )
     parts, _ = _forward(state, collective)
     return _finish(state, parts)
@@ -150,6 +165,8 @@ class _State(NamedTuple):
     out_dtype: Any
     lamb: float
     prediction: str
+    statistic: str
+    scale: float
 
 
 def _setup(
@@ -166,6 +183,7 @@ def _setup(
     collective,
     backend,
     engine,
+    statistic,
 ) -> _State:
     xp = pick_namespace(global_views, "global_views", backend)
     convert = backend is not None
@@ -185,6 +203,9 @@ def _setup(
         views = xp.concat([g, xp.astype(loc, g.dtype)], axis=0)
     lamb = check_unit_interval(lamb, "lamb")
     prediction = check_choice(prediction, "prediction", PREDICTIONS)
+    statistic = _statistics.check_statistic(statistic, engine)
+    if statistic != "epps_pulley" and collective is None and g.shape[1] < 2:
+        raise ValueError(f"statistic={statistic!r} needs at least 2 samples per view")
     rule = _engine.make_rule(
         t_max=t_max,
         n_points=n_points,
@@ -212,8 +233,19 @@ def _setup(
         directions = xp.astype(directions, g.dtype)
         check_finite(xp, directions, "directions")
         checks.append(check_unit_columns(xp, directions, "directions", given_dtype))
+    scale = null_expectation(t_max, n_points)
     return _State(
-        xp, views, g.shape[0], directions, rule, checks, out_dtype, float(lamb), prediction
+        xp,
+        views,
+        g.shape[0],
+        directions,
+        rule,
+        checks,
+        out_dtype,
+        float(lamb),
+        prediction,
+        statistic,
+        scale,
     )
 
 
@@ -236,7 +268,17 @@ def _forward(
     if state.prediction == "pairwise":
         pred = pred + spread_sum / (n_global * count * dim)
     z = _engine.project(xp, views, state.directions)
-    per_view, residual = _engine.forward(xp, z, state.rule, collective, with_gradient=with_gradient)
+    if state.statistic == "epps_pulley":
+        per_view, residual = _engine.forward(
+            xp, z, state.rule, collective, with_gradient=with_gradient
+        )
+    elif with_gradient:
+        per_view, residual = _statistics.forward_vjp(
+            xp, z, state.statistic, state.scale, collective
+        )
+    else:
+        per_view = _statistics.forward(xp, z, state.statistic, state.scale, collective)
+        residual = None
     sig = xp.mean(per_view)
     loss = (1.0 - state.lamb) * pred + state.lamb * sig
     return (loss, pred, sig), (mu, count, z, residual)
@@ -264,6 +306,7 @@ def lejepa_loss_vjp(
     collective: Any = None,
     backend: Any = None,
     engine: str = "auto",
+    statistic: str = "epps_pulley",
 ) -> tuple[LeJEPAParts, Callable[[Any], tuple[Any, Any]]]:
     """:func:`lejepa_loss` and the analytic gradient of its total with respect to the views.
 
@@ -274,9 +317,10 @@ def lejepa_loss_vjp(
     ----------
     global_views, local_views, lamb, num_slices, seed, step, directions, prediction
         As in :func:`lejepa_loss`.
-    t_max, n_points, collective, backend, engine
+    t_max, n_points, collective, backend, engine, statistic
         As in :func:`lejepa_loss`. With a collective the pullback returns the gradient of
-        the global loss with respect to this rank's views.
+        the global loss with respect to this rank's views (for an EDF ``statistic`` the
+        collective also needs an integer ``rank``).
 
     Returns
     -------
@@ -312,6 +356,7 @@ def lejepa_loss_vjp(
         collective,
         backend,
         engine,
+        statistic,
     )
     parts, (mu, count, z, residual) = _forward(state, collective, with_gradient=True)
     xp, views, n_global, lamb_ = state.xp, state.views, state.n_global, state.lamb
@@ -333,7 +378,10 @@ def lejepa_loss_vjp(
             per_slice, lamb_ / math.prod(per_slice), dtype=views.dtype, device=device_of(views)
         )
         grad_sig = grad_sig * c
-        grad_z = _engine.pullback(xp, z, state.rule, residual, grad_sig)
+        if state.statistic == "epps_pulley":
+            grad_z = _engine.pullback(xp, z, state.rule, residual, grad_sig)
+        else:
+            grad_z = residual(grad_sig)  # the statistic's own pullback
         grad = grad + xp.matrix_transpose(grad_z) @ xp.matrix_transpose(state.directions)
         grad_g = grad[:n_global, ...] + correction
         grad_g = poison(xp, grad_g, *state.checks)

@@ -56,6 +56,10 @@ JAX_MATRIX = {
     "test_nonfinite_raises_eager": _F64,
     "test_epps_pulley_vjp_collective": _F64,
     "test_sliced_collective_value_and_vjp": _F64,
+    # loss.statistic (tests/test_loss_statistics.py)
+    "test_lejepa_loss_matches_oracle": _F64,
+    "test_lejepa_vjp_matches_finite_differences": _F64,
+    "test_collective_equals_one_call": _F64,
     # issue 15/16 regressions of the tests with p-values (tests/test_test_convention.py)
     "test_composite_standardisation_is_scale_safe": _F64,
     "test_extended_jarque_bera_float32_extreme_scales": _F64,

@@ -136,8 +136,9 @@ def default_float(xp, device=None):
 # ------------------------------------------------------------ simulated collective
 class ThreadGroup:
     """k ranks in k threads; ``all_reduce_sum`` sums the arrays of all ranks and returns
-    the sum to every rank (threading.Barrier based). A failing rank aborts the barrier so the
-    others do not hang."""
+    the sum to every rank, ``all_gather`` stacks them in rank order (threading.Barrier
+    based); each rank's collective knows its ``rank``. A failing rank aborts the barrier so
+    the others do not hang."""
 
     def __init__(self, k: int, timeout: float = 60.0):
         self.k = k
@@ -149,13 +150,21 @@ class ThreadGroup:
         group = self
 
         class _Rank:
-            def all_reduce_sum(self, x):
+            rank = r
+
+            def _exchange(self, x, combine):
                 group.calls[r] += 1
                 group.slots[r] = x
                 group.barrier.wait()
-                total = reduce(lambda a, b: a + b, group.slots)
+                out = combine(group.slots)
                 group.barrier.wait()  # nobody overwrites its slot before all have read
-                return total
+                return out
+
+            def all_reduce_sum(self, x):
+                return self._exchange(x, lambda xs: reduce(lambda a, b: a + b, xs))
+
+            def all_gather(self, x):
+                return self._exchange(x, lambda xs: array_api_compat.array_namespace(x).stack(xs))
 
         return _Rank()
 

@@ -27,6 +27,7 @@ if not dist.is_available() or not dist.is_gloo_available():  # pragma: no cover
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
 import sigreg  # noqa: E402
+from backends.torch import LeJEPALoss  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -177,6 +178,32 @@ def test_ddp_parameter_gradients_equal_single_process(ranks, split, loss_name, e
         )
         for got, ref in zip(res[f"{engine}/{split}/ddp/{loss_name}/grads"], expected, strict=True):
             torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-9 * scale)
+
+
+@pytest.mark.parametrize("statistic", W.STATISTICS)
+def test_every_statistic_two_processes_equal_one(ranks, statistic):
+    """loss.statistic in the torch trainer's loss: 2 gloo processes (DDP, the collective's
+    all_reduce_sum / all_gather) == one process on the whole batch, for the loss parts and the
+    parameter gradients of two consecutive steps (fresh directions each)."""
+    inputs, _ = _full_data()
+    model = W.make_model()
+    loss_fn = LeJEPALoss(lamb=W.LAMB, num_slices=W.NUM_SLICES, seed=W.SEED, statistic=statistic)
+    splits = [s for s in W.SPLITS if s == "equal" or statistic not in W.EDF]
+    for step in range(2):
+        out = model(inputs.reshape(-1, W.D_IN)).reshape(W.N_GLOBAL + W.N_LOCAL, -1, W.D_OUT)
+        parts = loss_fn(out[: W.N_GLOBAL], out[W.N_GLOBAL :])
+        model.zero_grad()
+        parts.loss.backward()
+        expected = [p.grad.clone() for p in model.parameters()]
+        scale = max(g.abs().max().item() for g in expected)
+        assert scale > 1e-3
+        for split in splits:
+            key = f"statistic/{statistic}/{split}/{step}"
+            for res in ranks:
+                got = [p.item() for p in res[key + "/parts"]]
+                np.testing.assert_allclose(got, [p.item() for p in parts], **TOL)
+                for g, ref in zip(res[key + "/grads"], expected, strict=True):
+                    torch.testing.assert_close(g, ref, rtol=1e-6, atol=1e-9 * scale)
 
 
 @pytest.mark.slow

@@ -6,7 +6,8 @@ RANK and WORLD_SIZE set. ``compile`` runs only the LeJEPA loss under
 Every rank takes its shard of a fixed float64 data set, computes the quantities below with
 the torch adapter and a TorchDistributedCollective, and saves them to
 ``OUT_DIR/rank{RANK}.pt``; the parent test compares them with single-process float64
-references on the concatenated batch. Nothing is asserted here.
+references on the concatenated batch (also for every ``loss.statistic``). Nothing is
+asserted here.
 """
 
 from __future__ import annotations
@@ -117,6 +118,43 @@ def eager_results(rank, coll, inputs, emb, engine: str) -> dict:
     return results
 
 
+STATISTICS = (
+    "epps_pulley",
+    "cramer_von_mises",
+    "anderson_darling",
+    "watson",
+    "extended_jarque_bera",
+    "mean_variance",
+)
+EDF = ("cramer_von_mises", "anderson_darling", "watson")
+
+
+def statistic_results(rank, coll, inputs) -> dict:
+    """loss.statistic: a DDP-wrapped model, LeJEPALoss(statistic=...) with the collective,
+    two steps; the loss parts and averaged parameter gradients of each step. Equal shards for
+    every statistic, unequal ones too for those that reduce sums (not the gathered EDF ones)."""
+    results: dict = {}
+    for statistic in STATISTICS:
+        for name, sizes in SPLITS.items():
+            if name == "unequal" and statistic in EDF:
+                continue
+            x_in, n = _shard(inputs, sizes, rank), sizes[rank]
+            model = make_model()
+            ddp = DistributedDataParallel(model)
+            loss_fn = LeJEPALoss(
+                lamb=LAMB, num_slices=NUM_SLICES, seed=SEED, collective=coll, statistic=statistic
+            )
+            for step in range(2):
+                out = ddp(x_in.reshape(-1, D_IN)).reshape(N_GLOBAL + N_LOCAL, n, D_OUT)
+                parts = loss_fn(out[:N_GLOBAL], out[N_GLOBAL:])
+                model.zero_grad()
+                parts.loss.backward()
+                key = f"statistic/{statistic}/{name}/{step}"
+                results[key + "/parts"] = [p.detach() for p in parts]
+                results[key + "/grads"] = [p.grad.clone() for p in model.parameters()]
+    return results
+
+
 def main(out_dir: str, mode: str = "eager") -> None:
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -127,6 +165,8 @@ def main(out_dir: str, mode: str = "eager") -> None:
         results.update(compiled_lejepa(rank, coll))
     for engine in ENGINES if mode == "eager" else ():
         results.update(eager_results(rank, coll, inputs, emb, engine))
+    if mode == "eager":
+        results.update(statistic_results(rank, coll, inputs))
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.barrier()
     dist.destroy_process_group()

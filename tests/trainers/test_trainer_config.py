@@ -74,6 +74,7 @@ def test_override_values_are_typed():
         ("augment.jitter_p=1.5", ValueError, "augment.jitter_p must be <= 1"),
         ("views.local_scale=[0.3, 0.05]", ValueError, "views.local_scale must be an ordered pair"),
         ("run.device=tpu", ValueError, "run.device must be one of"),
+        ("loss.statistic=shapiro", ValueError, "loss.statistic must be one of"),
         ("optim.lrr=1", ValueError, "unknown config option 'optim.lrr' \\(did you mean 'optim.lr'"),
         (
             "optimizer.lr=1",
@@ -88,6 +89,13 @@ def test_override_values_are_typed():
 def test_bad_overrides_name_the_option(override, error, match):
     with pytest.raises(error, match=match):
         load_config(overrides=[override])
+
+
+def test_loss_engine_applies_to_epps_pulley_only():
+    cfg = load_config(overrides=["loss.statistic=watson"])
+    assert cfg.loss.statistic == "watson" and load_config().loss.statistic == "epps_pulley"
+    with pytest.raises(ValueError, match="loss.engine='few_kernels' applies to loss.statistic"):
+        load_config(overrides=["loss.statistic=watson", "loss.engine=few_kernels"])
 
 
 def test_yaml_then_overrides_precedence(tmp_path):

@@ -328,3 +328,13 @@ def test_missing_npz_from_the_command_line(tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     line = _one_error_line(proc.stderr)
     assert line == f"rank 0: error: npz:{tmp_path}/missing.npz: no such file"
+
+
+def test_missing_idx_folder_from_the_command_line(tmp_path):
+    proc = _trainer(f"run.dir={tmp_path / 'run'}", f"data.name=idx:{tmp_path}/missing")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = _one_error_line(proc.stderr)
+    assert line == (
+        f"rank 0: error: data.name idx:{tmp_path}/missing: no such folder, nor files with "
+        "that prefix"
+    )

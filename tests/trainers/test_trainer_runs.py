@@ -268,3 +268,23 @@ def test_single_process_run_and_linear_eval(reference, tmp_path, capsys):
         assert 0.5 < r["accuracy"] <= 1.0
     for label in ("LeJEPA backbone", "random-init backbone", "raw pixels"):
         assert label in printed
+
+
+def test_single_process_run_with_another_statistic(tmp_path):
+    """loss.statistic: one epoch in this process with the Anderson-Darling regulariser; the
+    config records the statistic and the logged sigreg is the normalised value in the loss
+    (loss = (1 - lamb) prediction + lamb sigreg)."""
+    from trainers import torch_ddp
+
+    config = _write_config(tmp_path)
+    run_dir = str(tmp_path / "run")
+    args = ["--config", config, f"run.dir={run_dir}", "optim.epochs=1", "run.progress=false"]
+    args += ["run.deterministic=false", "run.threads=null"]  # leave torch settings alone
+    assert torch_ddp.main([*args, "loss.statistic=anderson_darling", "loss.lamb=0.2"]) == 0
+    with open(os.path.join(run_dir, "config.yaml")) as fh:
+        assert yaml.safe_load(fh)["loss"]["statistic"] == "anderson_darling"
+    train = [r for r in read_records(run_dir) if r["kind"] == "train"]
+    assert len(train) == 1438 // 128
+    for r in train:
+        assert r["loss"] == pytest.approx(0.8 * r["prediction"] + 0.2 * r["sigreg"], rel=1e-5)
+        assert 0.0 < r["sigreg"] < 1e4

