@@ -19,7 +19,7 @@ import pytest
 from run_helpers import (
     ROOT,
     free_port,
-    kill_tree_when,
+    kill_then_resume,
     read_records,
     subprocess_env,
     without_timing,
@@ -117,18 +117,12 @@ def test_kill9_mid_epoch_then_resume_matches_uninterrupted_run(reference, tmp_pa
     ref_dir, args, proc, _ = reference
     assert proc.returncode == 0, proc.stderr[-4000:]
     run_dir = str(tmp_path / "run")
-    command = torchrun("-m", "trainers.cupy_nccl", *args, f"run.dir={run_dir}")
-    victim = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=subprocess_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    args = ["-m", "trainers.cupy_nccl", *args, f"run.dir={run_dir}"]
     # mid-epoch 2 (4 steps per epoch); the data workers are killed too
-    kill_tree_when(victim, os.path.join(run_dir, "ckpt_00000006.npz"), TIMEOUT)
-    assert not any(r["kind"] == "summary" for r in read_records(run_dir))
-    resumed = run([*command[:4], f"--master_port={free_port()}", *command[5:], "--resume", "auto"])
+    checkpoint = os.path.join(run_dir, "ckpt_00000006.npz")
+    resumed = kill_then_resume(
+        torchrun(*args), lambda: torchrun(*args, "--resume", "auto"), checkpoint, TIMEOUT
+    )
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert without_timing(read_records(run_dir)) == without_timing(read_records(ref_dir))
 
