@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = {
@@ -86,3 +87,26 @@ def kill_tree_when(proc: subprocess.Popen, path: str, timeout: float) -> None:
             proc.kill()
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+
+
+def kill_then_resume(
+    command: list[str],
+    resume: Callable[[], list[str]],
+    checkpoint: str,
+    timeout: float,
+) -> subprocess.CompletedProcess:
+    """Start the training ``command``, SIGKILL it with all its processes as soon as the file
+    ``checkpoint`` exists (:func:`kill_tree_when`), then run the command ``resume()`` to the
+    end; its completed process (a kill -9 mid-run and ``--resume auto``)."""
+    victim = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    kill_tree_when(victim, checkpoint, timeout)
+    assert not any(r["kind"] == "summary" for r in read_records(os.path.dirname(checkpoint)))
+    return subprocess.run(
+        resume(), cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=timeout
+    )

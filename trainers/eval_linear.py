@@ -25,6 +25,9 @@ Prints one line per method and, with ``--json PATH``, writes the results as a JS
 ``--save-features PATH`` writes the checkpoint's features of both splits and their labels to
 an npz file (``features``, ``labels``, ``split`` 0 train / 1 test), usable as
 ``data.name=npz:PATH``. A run directory is evaluated at its newest checkpoint that loads.
+``imagefolder:`` and ``shards:`` sources are streamed (:func:`trainers.core.stream.map_images`,
+with the ``data`` stream options): features are held, images are not (the ``raw-pixels``
+baseline's features are the decoded pixels).
 """
 
 from __future__ import annotations
@@ -133,7 +136,7 @@ def evaluate(
     """
     module = evaluation_module(trainer)
     if method == "raw-pixels":
-        train, test = module.raw_inputs(data)
+        train, test = module.raw_inputs(cfg, data)
     elif method in ("checkpoint", "random-init"):
         if (method == "checkpoint") != (state is not None):
             raise ValueError("a checkpoint state is needed for, and only for, 'checkpoint'")

@@ -9,8 +9,10 @@ weights of ``run.seed``) plus a linear head, trained with cross-entropy on one a
 global view per image (:class:`trainers.torch_ddp.views.MultiCrop` with ``views.n_global=1`` and no
 local views), on the same training split (``data.train_size`` included), with the same
 optimiser and schedule options (``optim.*``: AdamW, no weight decay on norms and biases,
-warm-up then cosine). The frozen backbone is then measured by the same code as the LeJEPA
-one (``trainers.eval_linear``, ``trainers.core.probes.few_shot_eval``). Single process.
+warm-up then cosine). ``imagefolder:`` and ``shards:`` are streamed (the batches of
+:mod:`trainers.core.stream`, ``data.workers`` decoding processes). The frozen backbone is
+then measured by the same code as the LeJEPA one (``trainers.eval_linear``,
+``trainers.core.probes.few_shot_eval``). Single process.
 
 Writes ``run.dir/supervised.pt`` (atomically): ``backbone`` (``state_dict``), ``config``,
 ``train_time`` (s), ``final_loss`` (mean cross-entropy of the last epoch) and
@@ -25,6 +27,7 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -33,9 +36,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainers.core.config import TrainConfig, config_parser, config_to_dict, load_config
-from trainers.core.datasets import ImageDataset, load_configured
+from trainers.core.datasets import ImageDataset
 from trainers.core.sampler import EpochSampler
 from trainers.core.schedule import warmup_cosine
+from trainers.core.stream import (
+    Batch,
+    StreamedDataset,
+    StreamSampler,
+    open_configured,
+    train_sampler,
+)
 from trainers.distributed import pick_device
 from trainers.torch_ddp.checkpoint import save_checkpoint
 from trainers.torch_ddp.models import initial_backbone
@@ -81,17 +91,36 @@ def _optimiser(net: nn.Module, o: Any, steps_per_epoch: int) -> tuple[Any, Any]:
     return optimizer, scheduler
 
 
+def _labelled_batches(
+    sampler: EpochSampler | StreamSampler,
+    epoch: int,
+    resident: tuple[torch.Tensor, torch.Tensor] | None,
+    device: torch.device,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(images, labels)`` on ``device`` of every batch of ``epoch``: rows of the
+    ``resident`` images and labels, or the streamed ``uint8`` batches / 255."""
+    for batch in sampler.batches(epoch):
+        if isinstance(batch, Batch):
+            images = torch.from_numpy(batch.images).to(device).float().div_(255.0)
+            yield images, torch.from_numpy(batch.labels).to(device)
+        else:
+            index = torch.from_numpy(batch).to(device)
+            yield resident[0][index], resident[1][index]
+
+
 def train_supervised(
-    cfg: TrainConfig, data: ImageDataset, device: torch.device
+    cfg: TrainConfig, data: ImageDataset | StreamedDataset, device: torch.device
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Train the configured backbone and a linear head with cross-entropy.
 
     Parameters
     ----------
     cfg : TrainConfig
-        Model, views (global size and scale), augment, optim and ``run.seed``.
-    data : ImageDataset
-        Labelled data; the training split is used.
+        Model, views (global size and scale), augment, optim, ``run.seed`` and the ``data``
+        stream options.
+    data : ImageDataset or StreamedDataset
+        Labelled data; the training split is used (a streamed one is read in the seeded,
+        exactly-once-per-epoch batches of :mod:`trainers.core.stream`).
     device : torch.device
 
     Returns
@@ -109,9 +138,7 @@ def train_supervised(
     if not data.labelled:
         raise ValueError(f"supervised training needs labels; {cfg.data.name!r} has none")
     o = cfg.optim
-    sampler = EpochSampler(
-        len(data.train_images), o.batch_size, rank=0, world_size=1, seed=cfg.run.seed
-    )
+    sampler = train_sampler(data, cfg, o.batch_size, rank=0, world_size=1)
     backbone = initial_backbone(cfg, data.channels)  # the LeJEPA trainer's initialisation
     net = Classifier(backbone, data.num_classes).to(device)
     optimizer, scheduler = _optimiser(net, o, sampler.batches_per_epoch)
@@ -119,17 +146,19 @@ def train_supervised(
     views = dataclasses.replace(cfg.views, n_global=1, n_local=0)
     multicrop = MultiCrop(views, cfg.augment, mean=mean, std=std)
     generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
-    images = torch.from_numpy(data.train_images).to(device)
-    labels = torch.from_numpy(data.train_labels).to(device)
+    resident = None
+    if isinstance(data, ImageDataset):  # in memory: moved to the device once
+        resident = (
+            torch.from_numpy(data.train_images).to(device),
+            torch.from_numpy(data.train_labels).to(device),
+        )
     start = time.perf_counter()
     net.train()
     for epoch in range(o.epochs):
         losses, correct = [], 0
-        for batch in sampler.batches(epoch):
-            index = torch.from_numpy(batch).to(device)
-            view = multicrop(images[index], generator)[0][0]
-            logits = net(view)
-            loss = F.cross_entropy(logits, labels[index])
+        for images, labels in _labelled_batches(sampler, epoch, resident, device):
+            logits = net(multicrop(images, generator)[0][0])
+            loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if o.grad_clip is not None:
@@ -137,7 +166,9 @@ def train_supervised(
             optimizer.step()
             scheduler.step()
             losses.append(float(loss.detach()))
-            correct += int((logits.argmax(dim=1) == labels[index]).sum())
+            correct += int((logits.argmax(dim=1) == labels).sum())
+    if isinstance(sampler, StreamSampler):
+        sampler.close()
     stats = {
         "train_time": time.perf_counter() - start,
         "final_loss": float(np.mean(losses)),
@@ -155,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         configure_torch(cfg)
-        data = load_configured(cfg.data)
+        data = open_configured(cfg.data)
         state, stats = train_supervised(cfg, data, pick_device(cfg.run.device))
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))

@@ -240,7 +240,7 @@ def test_bad_feature_files(tmp_path, arrays, message):
         ("model.backbone=smallcnn", "model.backbone must be 'mlp'"),
         ("run.precision=bf16", "run.precision must be"),
         ("loss.engine=compiled", "loss.engine='compiled' is torch.compile"),
-        ("data.name=shards:/x/train-{0..1}.tar", "holds its data in memory"),
+        ("data.test=imagefolder:/x", "data.test applies to streamed sources"),
     ],
 )
 def test_rejected_options(tmp_path, capsys, override, message):

@@ -485,3 +485,29 @@ def test_stream_sampler_runs_through_epochs_and_resumes_mid_epoch(tmp_path):
         np.testing.assert_array_equal(a.images, b.images)
     whole.close()
     resumed.close()
+
+
+def test_map_images_of_a_stream_equals_the_folder_loaded_in_memory(tmp_path):
+    """The features path of eval_linear/the trainers: ``fn`` of every image in order, in
+    batches, equal (to uint8 rounding) for the streamed folder and the same folder in memory."""
+    from trainers.core.datasets import load_dataset
+    from trainers.core.stream import map_images
+
+    make_folder(tmp_path, {"a": 7, "b": 6})
+    options = SimpleNamespace(workers=0, prefetch=2, bad_files="skip")
+    memory = load_dataset(f"imagefolder:{tmp_path}", test_fraction=0.25, split_seed=3, image_size=6)
+    train, test = train_test_indices(f"imagefolder:{tmp_path}", test_fraction=0.25, split_seed=3)
+    streamed = StreamedDataset.build(train, test, image_size=6, seed=0)
+    calls = []
+
+    def fn(images: np.ndarray) -> np.ndarray:
+        calls.append(len(images))
+        return images.reshape(len(images), -1).mean(axis=1, keepdims=True)
+
+    for split in ("train", "test"):
+        expected = map_images(memory, split, fn, batch_size=4, options=options)
+        got = map_images(streamed, split, fn, batch_size=4, options=options)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+        assert got.shape == (len(train) if split == "train" else len(test), 1)
+    assert max(calls) == 4
+    assert len(np.unique(np.round(got * 255))) == len(test)  # every image its own grey value

@@ -13,7 +13,7 @@ import os
 import subprocess
 
 import pytest
-from run_helpers import ROOT, kill_tree_when, read_records, subprocess_env, without_timing
+from run_helpers import ROOT, kill_then_resume, read_records, subprocess_env, without_timing
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
@@ -78,22 +78,33 @@ def test_two_process_run_on_a_streamed_folder(reference):
     assert stream["global_batch"] == 20
 
 
+def test_eval_linear_of_a_streamed_run(reference, tmp_path, capsys):
+    """trainers.eval_linear streams the run's folder (features are kept, images are not)."""
+    from trainers import eval_linear
+
+    run_dir, _, proc = reference
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = str(tmp_path / "eval.json")
+    args = [run_dir, "--baseline", "raw-pixels", "--json", out, "run.deterministic=false"]
+    assert eval_linear.main(args) == 0
+    with open(out) as fh:
+        results = json.load(fh)
+    assert [r["method"] for r in results] == ["checkpoint", "raw-pixels"]
+    assert [r["features"] for r in results] == [32, 3 * 8 * 8]
+    assert all(0.8 < r["accuracy"] <= 1.0 for r in results)  # 24 test images, 3 classes
+    capsys.readouterr()
+
+
 def test_kill9_mid_epoch_then_resume_matches_uninterrupted_run(reference, tmp_path):
     ref_dir, args, proc = reference
     assert proc.returncode == 0, proc.stderr[-4000:]
     run_dir = str(tmp_path / "run")
     args = [*args, f"run.dir={run_dir}"]
-    victim = subprocess.Popen(
-        _command(2, *args),
-        cwd=ROOT,
-        env=subprocess_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     # mid-epoch 2 (4 steps per epoch); the data workers are killed too
-    kill_tree_when(victim, os.path.join(run_dir, "ckpt_00000006.pt"), TIMEOUT)
-    assert not any(r["kind"] == "summary" for r in read_records(run_dir))
-    resumed = run(_command(2, *args, "--resume", "auto"))
+    checkpoint = os.path.join(run_dir, "ckpt_00000006.pt")
+    resumed = kill_then_resume(
+        _command(2, *args), lambda: _command(2, *args, "--resume", "auto"), checkpoint, TIMEOUT
+    )
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert without_timing(read_records(run_dir)) == without_timing(read_records(ref_dir))
 

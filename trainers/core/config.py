@@ -108,7 +108,6 @@ class DataConfig:
         None,
         "streamed sources: a separate test set ('imagefolder:PATH' or 'shards:PATTERN'); "
         "null: hold out test_fraction of data.name",
-        trainers=_IMAGE_NETS,
     )
     test_fraction: float = _opt(
         0.2, "fraction of the samples held out as the test split", gt=0.0, le=0.5
@@ -131,17 +130,13 @@ class DataConfig:
         "streamed sources: decoding processes per rank (0: decode in the training process; "
         "null: this rank's share of the usable CPUs - 1, in [1, 16])",
         ge=0,
-        trainers=_IMAGE_NETS,
     )
-    prefetch: int = _opt(
-        2, "streamed sources: decoded batches each worker keeps ready", ge=1, trainers=_IMAGE_NETS
-    )
+    prefetch: int = _opt(2, "streamed sources: decoded batches each worker keeps ready", ge=1)
     bad_files: str = _opt(
         "skip",
         "streamed sources: an unreadable image is 'skip'ped (named in a warning, counted) "
         "or stops the run ('fail')",
         choices=("skip", "fail"),
-        trainers=_IMAGE_NETS,
     )
 
 

@@ -19,9 +19,12 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from trainers.core.stream import map_images
+
 if TYPE_CHECKING:
     from trainers.core.config import TrainConfig
     from trainers.core.datasets import ImageDataset
+    from trainers.core.stream import StreamedDataset
 
 __all__ = [
     "FewShotResult",
@@ -139,12 +142,21 @@ def configured_linear_eval(
     )
 
 
-def flat_pixels(data: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
-    """The images' pixels at their native resolution, flattened: ``(N, C*H*W)`` per split
-    (the ``raw-pixels`` baseline)."""
+def flat_pixels(
+    cfg: TrainConfig, data: ImageDataset | StreamedDataset
+) -> tuple[np.ndarray, np.ndarray]:
+    """The images' pixels at their native resolution (a streamed source: its decoded size),
+    flattened: ``float32`` ``(N, C*H*W)`` per split, in ``[0, 1]`` (the ``raw-pixels``
+    baseline; a streamed source is read in batches of ``eval.batch_size`` with the
+    ``data`` stream options)."""
+
+    def flat(images: np.ndarray) -> np.ndarray:
+        return images.reshape(len(images), -1)
+
+    size = cfg.eval.batch_size
     return (
-        data.train_images.reshape(len(data.train_images), -1),
-        data.test_images.reshape(len(data.test_images), -1),
+        map_images(data, "train", flat, batch_size=size, options=cfg.data),
+        map_images(data, "test", flat, batch_size=size, options=cfg.data),
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["EpochSampler", "check_batches"]
+__all__ = ["EpochSampler", "ShuffledBatches", "check_batches"]
 
 
 def check_batches(num_samples: int, batch_size: int, rank: int, world_size: int) -> None:
@@ -30,8 +30,9 @@ def check_batches(num_samples: int, batch_size: int, rank: int, world_size: int)
         )
 
 
-class EpochSampler:
-    """Per-rank batches of sample indices for any epoch, from any position.
+class ShuffledBatches:
+    """The settings of per-rank batches drawn from a seeded shuffle of the samples per epoch,
+    checked (shared by :class:`EpochSampler` and :class:`trainers.core.stream.TrainPlan`).
 
     Parameters
     ----------
@@ -59,8 +60,18 @@ class EpochSampler:
 
     @property
     def batches_per_epoch(self) -> int:
-        """Number of batches (steps) in every epoch."""
+        """Whole global batches in the dataset: the steps of one epoch."""
         return self.num_samples // (self.batch_size * self.world_size)
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        """The order of the samples in epoch ``epoch``: ``default_rng([seed, epoch])``."""
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+
+
+class EpochSampler(ShuffledBatches):
+    """Per-rank batches of sample indices for any epoch, from any position; the last
+    incomplete global batch of every epoch is dropped (parameters and errors:
+    :class:`ShuffledBatches`)."""
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[np.ndarray]:
         """This rank's batches of epoch ``epoch``, beginning with batch number ``start``.
@@ -79,7 +90,7 @@ class EpochSampler:
         """
         if not 0 <= start <= self.batches_per_epoch:
             raise ValueError(f"start must be in [0, {self.batches_per_epoch}], got {start}")
-        perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+        perm = self.permutation(epoch)
         used = self.batches_per_epoch * self.batch_size * self.world_size
         grid = perm[:used].reshape(self.batches_per_epoch, self.world_size, self.batch_size)
         for index in range(start, self.batches_per_epoch):

@@ -25,6 +25,9 @@ flips, resampled to the image's own size; ``views.global_size``/``local_size`` a
 photometric ``augment.*`` options other than ``flip_p`` do not apply), or ``npz:PATH`` with a
 ``features`` array ``(N, D)``: e.g. train an isotropic-Gaussian projector on precomputed
 embeddings of another model. The ``vector.*`` options (masking, noise, mixing) apply to both.
+``imagefolder:`` and ``shards:`` are streamed (:mod:`trainers.core.stream`: each rank decodes
+its share of every epoch in worker processes, the position is in the checkpoint); there a
+view's mixing partner is a sample of the rank's own batch, not of the whole training set.
 
 Run directory as in :mod:`trainers.torch_ddp` (``metrics.jsonl``, plots, config, run info),
 with ``ckpt_*.npz`` checkpoints (numpy archives, no pickle). Exit status: 0 done, 2 bad
@@ -60,6 +63,14 @@ from trainers.core.metrics import MetricsLog
 from trainers.core.rundir import atomic_write
 from trainers.core.sampler import EpochSampler
 from trainers.core.schedule import warmup_cosine
+from trainers.core.stream import (
+    Batch,
+    StreamedDataset,
+    fingerprint_of,
+    is_streamed,
+    open_configured,
+    train_sampler,
+)
 from trainers.core.vector_data import load_vectors
 from trainers.cupy_nccl.adamw import AdamW, clip_grad_norm
 from trainers.cupy_nccl.collective import (
@@ -130,12 +141,9 @@ def initial_params(
 
 
 def _check_options(cfg: TrainConfig) -> None:
-    """Raise ``ValueError`` for a backbone, precision, loss engine or data source it lacks."""
-    if cfg.data.name.startswith("shards:"):
-        raise ValueError(
-            "trainers.cupy_nccl holds its data in memory (imagefolder: included): "
-            "data.name=shards:... is for the torch and JAX trainers"
-        )
+    """Raise ``ValueError`` for a backbone, precision, loss engine or test source it lacks."""
+    if cfg.data.test is not None and not is_streamed(cfg.data.name):
+        raise ValueError("data.test applies to streamed sources (imagefolder:, shards:) only")
     if cfg.model.backbone != "mlp":
         raise ValueError(
             f"model.backbone must be 'mlp' for trainers.cupy_nccl, got "
@@ -185,7 +193,7 @@ class Trainer(RunLoop):
         self.collective = make_collective(self.device, env)
         self._load_data()
         self.net = build_net(
-            self.data.dim, cfg.model.encoder_dims, cfg.model.projector_dims, self.num_classes
+            self.dim, cfg.model.encoder_dims, cfg.model.projector_dims, self.num_classes
         )
         self.has_probe = self.net.probe is not None
         self.params = initial_params(
@@ -197,7 +205,30 @@ class Trainer(RunLoop):
         self.start_or_resume(resume, self._run_info(argv))
 
     def _load_data(self) -> None:
-        """The flat vectors on the device (standardised copies too) and this rank's sampler."""
+        """The data and this rank's sampler: streamed (``imagefolder:``, ``shards:``), or
+        the flat vectors on the device (standardised copies too)."""
+        self.train = self.train_flat = self.test_flat = self.train_labels = None
+        if is_streamed(self.cfg.data.name):
+            self._open_stream()
+        else:
+            self._load_resident()
+        self.num_classes = self.data.num_classes
+
+    def _open_stream(self) -> None:
+        """A streamed source: batches of decoded images arrive from the stream's workers."""
+        cfg, env = self.cfg, self.env
+        data = self.data = open_configured(cfg.data)
+        pixels = data.image_size**2
+        self.dim, self.is_image = data.channels * pixels, True
+        self.data_fingerprint = fingerprint_of(data)
+        mean, std = data.channel_stats()
+        self.mean, self.std = self._put(np.repeat(mean, pixels)), self._put(np.repeat(std, pixels))
+        self.sampler = train_sampler(
+            data, cfg, self.per_rank, rank=env.rank, world_size=env.world_size
+        )
+
+    def _load_resident(self) -> None:
+        """Data held in memory: samples on the device, batches of indices."""
         cfg, env = self.cfg, self.env
         data = self.data = load_vectors(
             cfg.data.name,
@@ -206,7 +237,7 @@ class Trainer(RunLoop):
             image_size=cfg.data.image_size,
             train_size=cfg.data.train_size,
         )
-        self.num_classes = data.num_classes
+        self.dim, self.is_image = data.dim, data.is_image
         self.data_fingerprint = data_fingerprint(
             data.train, data.train_labels, data.test, data.test_labels
         )
@@ -214,7 +245,6 @@ class Trainer(RunLoop):
         self.train = self._put(data.train)
         self.train_flat = self._standardise(self.train)
         self.test_flat = self._standardise(self._put(data.test))
-        self.train_labels = None
         if data.train_labels is not None:
             self.train_labels = self.xp.asarray(data.train_labels, device=self._xp_device)
         self.sampler = EpochSampler(
@@ -281,19 +311,33 @@ class Trainer(RunLoop):
         self.optimizer.step_count = int(state["adam_step"])
 
     # ------------------------------------------------------------------ training
-    def _views(self, indices: np.ndarray) -> Any:
-        """``(V, n, D)`` views of this rank's samples: the random parameters are drawn for
-        the global batch and this rank applies its rows."""
-        cfg, xp, data = self.cfg, self.xp, self.data
+    def _batch(self, batch: np.ndarray | Batch) -> tuple[Any, Any, Any]:
+        """This rank's samples, the pool of mixing partners and the labels (or ``None``) of
+        ``batch``: rows of the resident data and the whole training set, or the streamed
+        ``uint8`` images / 255 and their own standardised copies."""
+        xp = self.xp
+        if isinstance(batch, Batch):
+            samples = self._put(batch.images) / 255.0
+            labels = None
+            if batch.labels is not None:
+                labels = xp.asarray(batch.labels, device=self._xp_device)
+            return samples, self._standardise(samples), labels
+        labels = None if self.train_labels is None else self._take(self.train_labels, batch)
+        return self._take(self.train, batch), self.train_flat, labels
+
+    def _views(self, samples: Any, pool: Any) -> Any:
+        """``(V, n, D)`` views of this rank's ``samples``, mixed with rows of ``pool``
+        (standardised flat samples): the random parameters are drawn for the global batch
+        and this rank applies its rows."""
+        cfg, xp = self.cfg, self.xp
         v, vec = cfg.views, cfg.vector
-        n = len(indices)
+        n = samples.shape[0]
         total, start = n * self.env.world_size, n * self.env.rank
         rng = np.random.default_rng(derive_seed(cfg.run.seed, self.step, 1))
-        samples = self._take(self.train, indices)
-        flat = self.train_flat if not data.is_image else None
+        flat = None if self.is_image else self._standardise(samples)
         views = []
         for view in range(v.n_global + v.n_local):
-            if data.is_image:
+            if self.is_image:
                 crops = draw_crops(
                     rng,
                     total,
@@ -304,28 +348,28 @@ class Trainer(RunLoop):
                 )
                 x = self._standardise(apply_crops(xp, samples, _rows(crops, start, start + n)))
             else:
-                x = self._take(flat, indices)
+                x = flat
             params = draw_vector(
                 rng,
                 total,
-                data.dim,
-                num_samples=len(data.train),
+                self.dim,
+                num_samples=pool.shape[0],
                 mask_p=vec.mask_p,
                 noise_std=vec.noise_std,
                 mix=vec.mix,
             )
             params = _rows(params, start, start + n)
-            partners = self._take(self.train_flat, params.partner)
+            partners = self._take(pool, params.partner)
             views.append(apply_vector(xp, x, partners, params, noise_std=vec.noise_std))
         return xp.stack(views)
 
-    def _train_step(self, indices: np.ndarray) -> dict[str, Any]:
+    def _train_step(self, batch: np.ndarray | Batch) -> dict[str, Any]:
         cfg, xp, o = self.cfg, self.xp, self.cfg.optim
         start = time.perf_counter()
-        views = self._views(indices)
+        samples, pool, labels = self._batch(batch)
+        views = self._views(samples, pool)
         self._sync()
         data_time = time.perf_counter() - start
-        labels = None if self.train_labels is None else self._take(self.train_labels, indices)
         clock = LossClock(self._sync) if self._logs_next_step() else None
         parts, grads = loss_and_grads(
             xp,
@@ -386,18 +430,39 @@ class Trainer(RunLoop):
         features, embeddings, logits = (np.concatenate(o) if o else None for o in outs)
         return features, embeddings, logits
 
+    def _split_features(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`features` of ``split`` (``"train"`` or ``"test"``): of the resident
+        samples, or of the streamed images (every rank its share, gathered in order)."""
+        if not isinstance(self.data, StreamedDataset):
+            return self.features(self.train_flat if split == "train" else self.test_flat)
+        cfg, env = self.cfg, self.env
+        share: list[list[np.ndarray]] = [[], [], []]
+        batches = self.data.eval_batches(
+            split, cfg.data, cfg.eval.batch_size, rank=env.rank, world_size=env.world_size
+        )
+        with batches:
+            for batch in batches:
+                flat = self._standardise(self._put(batch.images) / 255.0)
+                for out, value in zip(share, self.features(flat), strict=True):
+                    if value is not None:
+                        out.append(value)
+        ranks = gather_objects([np.concatenate(o) if o else None for o in share], env)
+        parts = ([r[i] for r in ranks if r[i] is not None] for i in range(3))
+        features, embeddings, logits = (np.concatenate(p) if p else None for p in parts)
+        return features, embeddings, logits
+
     def evaluate(self) -> dict[str, Any]:
         """Test-split probe and k-NN accuracy (labelled data) and embedding effective rank
         (every rank computes it; rank 0 logs it)."""
-        test_features, embeddings, logits = self.features(self.test_flat)
+        test_features, embeddings, logits = self._split_features("test")
         features = predicted = None
         if self.has_probe:
-            features = (self.features(self.train_flat)[0], test_features)
+            features = (self._split_features("train")[0], test_features)
             predicted = logits.argmax(axis=1)
         return self._eval_record(embeddings, features, predicted)
 
     def _test_embeddings(self) -> np.ndarray:
-        return self.features(self.test_flat)[1]
+        return self._split_features("test")[1]
 
 
 def main(argv: list[str] | None = None) -> int:

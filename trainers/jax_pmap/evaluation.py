@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from trainers.core.config import TrainConfig
-from trainers.core.datasets import ImageDataset, load_configured
+from trainers.core.datasets import ImageDataset
 from trainers.core.probes import flat_pixels
+from trainers.core.stream import StreamedDataset, map_images, open_configured
 from trainers.jax_pmap.checkpoint import JAX_FORMAT
 from trainers.jax_pmap.models import LeJEPANet, configured_net, initial_variables
 from trainers.jax_pmap.views import MultiCrop
@@ -38,20 +39,22 @@ def batched(fn: Callable[[Any], Any], images: np.ndarray, batch_size: int) -> np
     return np.concatenate(outs)
 
 
-def load_data(cfg: TrainConfig) -> ImageDataset:
-    """The run's dataset (``data.*``)."""
-    return load_configured(cfg.data)
+def load_data(cfg: TrainConfig) -> ImageDataset | StreamedDataset:
+    """The run's dataset (``data.*``: in memory, or an ``imagefolder:``/``shards:`` stream)."""
+    return open_configured(cfg.data)
 
 
 raw_inputs = flat_pixels
-"""The ``raw-pixels`` baseline's inputs (:func:`trainers.core.probes.flat_pixels`)."""
+"""The ``raw-pixels`` baseline's inputs of ``(cfg, data)``
+(:func:`trainers.core.probes.flat_pixels`)."""
 
 
 def checkpoint_features(
-    cfg: TrainConfig, data: ImageDataset, state: dict[str, Any] | None
+    cfg: TrainConfig, data: ImageDataset | StreamedDataset, state: dict[str, Any] | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train and test backbone features of a checkpoint's state (``None``: the trainer's
-    initial variables for ``run.seed``), float32 ``(N, F)``."""
+    initial variables for ``run.seed``), float32 ``(N, F)`` (a streamed source is read in
+    batches of ``eval.batch_size``; features are kept, images are not)."""
     net = configured_net(cfg, data.num_classes, axis_name=None, dtype=jnp.float32)
     if state is None:
         variables = initial_variables(net, cfg, data.channels, jnp.float32)
@@ -61,7 +64,11 @@ def checkpoint_features(
     view = MultiCrop(cfg.views, cfg.augment, mean=mean, std=std).eval_view
     features = jax.jit(lambda v, x: net.apply(v, view(x), method=LeJEPANet.features))
     size = cfg.eval.batch_size
-    return (
-        batched(lambda x: features(variables, x), data.train_images, size),
-        batched(lambda x: features(variables, x), data.test_images, size),
+
+    def fn(images: np.ndarray) -> np.ndarray:
+        return batched(lambda x: features(variables, x), images, size)
+
+    return tuple(
+        map_images(data, split, fn, batch_size=size, options=cfg.data)
+        for split in ("train", "test")
     )

@@ -14,12 +14,11 @@ import numpy as np
 import torch
 
 from trainers.core.config import TrainConfig
-from trainers.core.datasets import ImageDataset, load_configured
-from trainers.core.launch import single_process
+from trainers.core.datasets import ImageDataset
 from trainers.core.probes import flat_pixels
+from trainers.core.stream import StreamedDataset, map_images, open_configured
 from trainers.distributed import pick_device
 from trainers.torch_ddp.checkpoint import TORCH_FORMAT
-from trainers.torch_ddp.features import extract
 from trainers.torch_ddp.models import initial_backbone
 from trainers.torch_ddp.runtime import configure_torch
 from trainers.torch_ddp.views import MultiCrop
@@ -29,18 +28,23 @@ __all__ = ["FORMAT", "backbone_features", "checkpoint_features", "load_data", "r
 FORMAT = TORCH_FORMAT
 
 
-def load_data(cfg: TrainConfig) -> ImageDataset:
-    """The run's dataset (``data.*``), after applying ``run.threads``/``run.deterministic``."""
+def load_data(cfg: TrainConfig) -> ImageDataset | StreamedDataset:
+    """The run's dataset (``data.*``: in memory, or an ``imagefolder:``/``shards:`` stream),
+    after applying ``run.threads``/``run.deterministic``."""
     configure_torch(cfg)
-    return load_configured(cfg.data)
+    return open_configured(cfg.data)
 
 
 raw_inputs = flat_pixels
-"""The ``raw-pixels`` baseline's inputs (:func:`trainers.core.probes.flat_pixels`)."""
+"""The ``raw-pixels`` baseline's inputs of ``(cfg, data)``
+(:func:`trainers.core.probes.flat_pixels`)."""
 
 
 def backbone_features(
-    cfg: TrainConfig, data: ImageDataset, state: dict[str, Any] | None, device: torch.device
+    cfg: TrainConfig,
+    data: ImageDataset | StreamedDataset,
+    state: dict[str, Any] | None,
+    device: torch.device,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train and test features of the configured backbone on the evaluation view.
 
@@ -48,8 +52,9 @@ def backbone_features(
     ----------
     cfg : TrainConfig
         Backbone, view size, seed and eval batch size.
-    data : ImageDataset
-        The dataset (its channel statistics normalise the views).
+    data : ImageDataset or StreamedDataset
+        The dataset (its channel statistics normalise the views); a streamed one is read
+        in batches of ``eval.batch_size`` (features are kept, images are not).
     state : dict, optional
         Backbone ``state_dict``; ``None`` keeps the initial weights of ``run.seed``.
     device : torch.device
@@ -65,18 +70,20 @@ def backbone_features(
     backbone = backbone.to(device).eval()
     mean, std = data.channel_stats()
     view = MultiCrop(cfg.views, cfg.augment, mean=mean, std=std).eval_view
-    env = single_process(device)
 
+    @torch.no_grad()
     def features(images: np.ndarray) -> np.ndarray:
-        tensor = torch.from_numpy(images).to(device)
-        batch_size = cfg.eval.batch_size
-        return extract(lambda b: backbone(view(b)), tensor, batch_size=batch_size, env=env)
+        return backbone(view(torch.from_numpy(images).to(device))).float().cpu().numpy()
 
-    return features(data.train_images).cpu().numpy(), features(data.test_images).cpu().numpy()
+    size = cfg.eval.batch_size
+    return tuple(
+        map_images(data, split, features, batch_size=size, options=cfg.data)
+        for split in ("train", "test")
+    )
 
 
 def checkpoint_features(
-    cfg: TrainConfig, data: ImageDataset, state: dict[str, Any] | None
+    cfg: TrainConfig, data: ImageDataset | StreamedDataset, state: dict[str, Any] | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`backbone_features` of a checkpoint's state (``None``: the initial weights) on
     the device of ``run.device``."""

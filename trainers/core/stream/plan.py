@@ -24,51 +24,26 @@ from typing import Any
 
 import numpy as np
 
-from trainers.core.sampler import check_batches
+from trainers.core.sampler import ShuffledBatches
 
 __all__ = ["EvalPlan", "TrainPlan"]
 
 
-class TrainPlan:
-    """Full, equal per-rank batches of an endless stream of per-epoch shuffles.
+class TrainPlan(ShuffledBatches):
+    """Full, equal per-rank batches of an endless stream of per-epoch shuffles (parameters
+    and errors: :class:`~trainers.core.sampler.ShuffledBatches`; ``batches_per_epoch`` is
+    the steps a trainer counts as one epoch)."""
 
-    Parameters
-    ----------
-    num_samples : int
-        Size of the dataset ``N``.
-    batch_size : int
-        Samples per rank and batch ``B``.
-    rank, world_size : int
-        This process and the number of processes ``W``.
-    seed : int
-        Seed of the per-epoch permutations.
-
-    Raises
-    ------
-    ValueError
-        A global batch larger than the dataset, or a rank outside ``[0, world_size)``.
-    """
-
-    def __init__(
-        self, num_samples: int, batch_size: int, *, rank: int, world_size: int, seed: int
-    ) -> None:
-        check_batches(num_samples, batch_size, rank, world_size)
-        self.num_samples, self.batch_size = num_samples, batch_size
-        self.rank, self.world_size, self.seed = rank, world_size, seed
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._permutations: dict[int, np.ndarray] = {}
-
-    @property
-    def batches_per_epoch(self) -> int:
-        """Whole global batches in ``N`` samples: the steps a trainer counts as one epoch."""
-        return self.num_samples // (self.batch_size * self.world_size)
 
     def permutation(self, epoch: int) -> np.ndarray:
         """The order of data epoch ``epoch`` (the two latest are cached)."""
         if epoch not in self._permutations:
             if len(self._permutations) >= 2:
                 del self._permutations[min(self._permutations)]
-            rng = np.random.default_rng([self.seed, epoch])
-            self._permutations[epoch] = rng.permutation(self.num_samples)
+            self._permutations[epoch] = super().permutation(epoch)
         return self._permutations[epoch]
 
     def indices(self, k: int) -> np.ndarray:

@@ -13,7 +13,7 @@ that runs through epoch boundaries.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from trainers.core.stream.sources import is_streamed, train_test_indices
 
 __all__ = [
     "fingerprint_of",
+    "map_images",
     "StreamSampler",
     "StreamedDataset",
     "open_configured",
@@ -283,6 +284,40 @@ def fingerprint_of(data: ImageDataset | StreamedDataset) -> str:
         )
     identity = [data.train.fingerprint(), data.test.fingerprint(), data.image_size, data.channels]
     return data_fingerprint(np.array(identity, dtype=np.int64))
+
+
+def map_images(
+    data: ImageDataset | StreamedDataset,
+    split: str,
+    fn: Callable[[np.ndarray], Any],
+    *,
+    batch_size: int,
+    options: Any,
+) -> np.ndarray:
+    """``fn`` over every image of ``split`` in order, the results concatenated: only they
+    are held, not the images (one process reads all).
+
+    Parameters
+    ----------
+    data : ImageDataset or StreamedDataset
+    split : str
+        ``"train"`` or ``"test"``.
+    fn : callable
+        Maps ``float32`` images ``(b, C, H, W)`` in ``[0, 1]`` (``b <= batch_size``; slices
+        of the arrays in memory, or streamed ``uint8`` batches / 255) to an array ``(b, ...)``.
+    batch_size : int
+    options : trainers.core.config.DataConfig
+        The stream's ``workers``, ``prefetch`` and ``bad_files``.
+    """
+    if isinstance(data, ImageDataset):
+        images = data.train_images if split == "train" else data.test_images
+        return np.concatenate(
+            [np.asarray(fn(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+        )
+    with data.eval_batches(split, options, batch_size) as batches:
+        return np.concatenate(
+            [np.asarray(fn(b.images.astype(np.float32) / np.float32(255))) for b in batches]
+        )
 
 
 def train_sampler(
