@@ -122,12 +122,18 @@ def _moments(xp: Any, z: Any, collective: Any) -> tuple[Any, Any, Any, Any]:
     return count, xp.squeeze(mean, axis=-1), centred, [p / count for p in powers]
 
 
-def _moment_statistic(statistic: str, count: Any, mean: Any, m: list) -> tuple[Any, list]:
-    """The statistic and its partial derivatives in ``(mean, m2, m3, m4)``."""
+def _moment_statistic(xp: Any, statistic: str, count: Any, mean: Any, m: list) -> tuple[Any, list]:
+    """The statistic and its partial derivatives in ``(mean, m2, m3, m4)``.
+
+    The Jarque-Bera part divides by ``m2^4``: ``m2`` is floored there at
+    ``smallest_normal^(1/4)`` (~1e-9.5 in float32), so a collapsed slice gives a large
+    finite loss (its moments ~0: ``~0.375 N``) instead of NaN.
+    """
     m2, m3, m4 = m
     value = count * (mean * mean) + 0.5 * count * (m2 - 1.0) ** 2
     partial = [2.0 * count * mean, count * (m2 - 1.0), 0.0 * m3, 0.0 * m4]
     if statistic == "extended_jarque_bera":
+        m2 = xp.clip(m2, min=float(xp.finfo(m2.dtype).smallest_normal) ** 0.25)
         m2c = m2 * m2 * m2
         excess = m4 / (m2 * m2) - 3.0
         value = value + (count / 6.0) * (m3 * m3 / m2c + 0.25 * excess * excess)
@@ -205,7 +211,7 @@ def _raw_forward(xp: Any, z: Any, statistic: str, collective: Any, with_gradient
     """Unnormalised per-slice values, the global count, and (optionally) the local gradient."""
     if statistic in _MOMENT_STATISTICS:
         count, mean, centred, m = _moments(xp, z, collective)
-        value, partial = _moment_statistic(statistic, count, mean, m)
+        value, partial = _moment_statistic(xp, statistic, count, mean, m)
         gradient = _moment_gradient(xp, count, centred, m, partial) if with_gradient else None
         return value, count, gradient
     if collective is None:

@@ -229,3 +229,15 @@ def test_torch_float32_matches_float64_core(statistic):
     assert out.loss.dtype == torch.float32
     for ours, theirs in zip(out, ref, strict=True):
         assert_close(ours, theirs, rtol=2e-5)
+
+
+@pytest.mark.parametrize("statistic", OTHERS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_collapsed_embeddings_give_a_finite_loss_and_gradient(xp, device, statistic, dtype):
+    """Every view constant (a collapsed projector): finite loss and gradient, not NaN (the
+    trainers stop on a non-finite loss), like Epps-Pulley."""
+    g = make(xp, device, np.full((2, 32, 4), 0.7), dtype)
+    parts, pullback = sigreg.lejepa_loss_vjp(g, num_slices=8, statistic=statistic)
+    grad, _ = pullback(make(xp, device, np.asarray(1.0), dtype))
+    assert np.isfinite(to64(parts.loss)) and to64(parts.sigreg) > 1.0
+    assert np.all(np.isfinite(to64(grad)))
