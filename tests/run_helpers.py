@@ -94,19 +94,22 @@ def kill_then_resume(
     resume: Callable[[], list[str]],
     checkpoint: str,
     timeout: float,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """Start the training ``command``, SIGKILL it with all its processes as soon as the file
     ``checkpoint`` exists (:func:`kill_tree_when`), then run the command ``resume()`` to the
-    end; its completed process (a kill -9 mid-run and ``--resume auto``)."""
+    end; its completed process (a kill -9 mid-run and ``--resume auto``). Both run in ``env``
+    (default :func:`subprocess_env`)."""
+    env = subprocess_env() if env is None else env
     victim = subprocess.Popen(
         command,
         cwd=ROOT,
-        env=subprocess_env(),
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     kill_tree_when(victim, checkpoint, timeout)
     assert not any(r["kind"] == "summary" for r in read_records(os.path.dirname(checkpoint)))
     return subprocess.run(
-        resume(), cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=timeout
+        resume(), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -1,16 +1,20 @@
-"""End-to-end runs of trainers.jax_pmap on a streamed image folder (generated PNGs on disk).
+"""End-to-end runs of trainers.jax_pmap on streamed sources (generated images on disk).
 
-Three runs (made once per module), one tiny configuration, 2 epochs of 4 steps:
+One tiny configuration, 2 epochs of 4 steps, on an image folder unless said otherwise:
 
-1. the reference: one process with 2 simulated CPU devices;
+1. the reference: one process with 2 simulated CPU devices (made once per module);
 2. two processes with one CPU device each (``jax.distributed`` on loopback), each streaming
    its half of every global batch, a NaN injected by process 1 at step 7: both stop with
    status 3, the checkpoint of step 6 (mid-epoch 2) stays;
 3. ``--resume auto`` of that run by one process with 2 devices: it reads the stream from
    step 6 on, so its records equal the reference's (up to float32 rounding of the
-   reductions, which the topology changes).
+   reductions, which the topology changes);
+4. the reference's command killed with its data workers (kill -9) once the checkpoint of
+   step 6 exists, then ``--resume auto``: its records equal the reference's exactly;
+5. WebDataset-style tar shards with a separate test folder.
 
-Marked slow (about 7 minutes on 2 busy cores); the torch trainer's streamed runs
+The runs after the first reuse its compilations (a persistent JAX cache). Marked slow
+(about 5 minutes on 2 busy cores); the torch trainer's streamed runs
 (test_trainer_stream_runs.py) are in the default suite.
 """
 
@@ -22,14 +26,15 @@ import subprocess
 
 import pytest
 
-pytestmark = pytest.mark.slow  # four JAX runs: ~7 min on 2 busy cores
+pytestmark = pytest.mark.slow  # seven JAX runs: ~5 min on 2 busy cores
 
 pytest.importorskip("flax")
 pytest.importorskip("optax")
 pytest.importorskip("PIL")
 yaml = pytest.importorskip("yaml")
 
-from stream_images import make_folder  # noqa: E402
+from run_helpers import kill_then_resume, read_records, without_timing  # noqa: E402
+from stream_images import make_folder, make_shards  # noqa: E402
 from test_jax_trainer_runs import ROOT, TIMING, _command, _env, two_processes  # noqa: E402
 
 TIMEOUT = 600
@@ -52,39 +57,45 @@ def _records(run_dir: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def reference(tmp_path_factory):
+    """The uninterrupted run (one process, 2 simulated devices) on a streamed folder:
+    (folder, base arguments, compilation cache, run_dir, completed process)."""
     folder = tmp_path_factory.mktemp("jax-stream")
     source = make_folder(folder / "images")
     config = str(folder / "tiny.yaml")
     with open(config, "w") as fh:
         yaml.safe_dump(TINY, fh)
     base = ["--config", config, f"data.name={source}"]
-    cache = str(folder / "jax-cache")
+    cache, ref_dir = str(folder / "jax-cache"), str(folder / "ref")
+    proc = _run(cache, *base, f"run.dir={ref_dir}", "--num-cpu-devices", "2")
+    return folder, base, cache, ref_dir, proc
 
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            _command(*base, *args),
-            cwd=ROOT,
-            env=_env(cache),
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-        )
 
-    ref_dir, split_dir = str(folder / "ref"), str(folder / "split")
-    out = {"ref_dir": ref_dir, "split_dir": split_dir}
-    out["ref"] = run(f"run.dir={ref_dir}", "--num-cpu-devices", "2")
+def _run(cache: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        _command(*args), cwd=ROOT, env=_env(cache), capture_output=True, text=True, timeout=TIMEOUT
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(reference):
+    folder, base, cache, ref_dir, ref = reference
+    split_dir = str(folder / "split")
+    out = {"ref_dir": ref_dir, "split_dir": split_dir, "ref": ref}
     out["split"] = two_processes(
         *base, f"run.dir={split_dir}", "debug.nan_at_step=7", "debug.nan_rank=1"
     )
     out["checkpoints"] = sorted(f for f in os.listdir(split_dir) if f.startswith("ckpt_"))
-    out["resumed"] = run(f"run.dir={split_dir}", "--num-cpu-devices", "2", "--resume", "auto")
+    out["resumed"] = _run(
+        cache, *base, f"run.dir={split_dir}", "--num-cpu-devices", "2", "--resume", "auto"
+    )
     return out
 
 
-def test_streamed_reference_run(runs):
-    assert runs["ref"].returncode == 0, runs["ref"].stderr[-4000:]
-    records = _records(runs["ref_dir"])
+def test_streamed_reference_run(reference):
+    _, _, _, ref_dir, proc = reference
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = _records(ref_dir)
     train = [r for r in records if r["kind"] == "train"]
     assert [r["step"] for r in train] == list(range(1, STEPS + 1))
     assert all(0 < r["data_time"] < r["step_time"] for r in train)
@@ -105,3 +116,42 @@ def test_two_processes_stop_on_a_nan_and_resume_matches_the_reference(runs):
                 assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
             else:
                 assert a[key] == b[key], key
+
+
+def test_kill9_mid_epoch_then_resume_matches_uninterrupted_run(reference):
+    """One process with 2 devices, as the reference; killed (data workers too) as soon as
+    the checkpoint of step 6 (mid-epoch 2) exists, then ``--resume auto``: the records
+    equal the reference's exactly (same topology), timing fields aside."""
+    folder, base, cache, ref_dir, ref = reference
+    assert ref.returncode == 0, ref.stderr[-4000:]
+    run_dir = str(folder / "killed")
+    args = [*base, f"run.dir={run_dir}", "--num-cpu-devices", "2"]
+    resumed = kill_then_resume(
+        _command(*args),
+        lambda: _command(*args, "--resume", "auto"),
+        os.path.join(run_dir, "ckpt_00000006.msgpack"),
+        TIMEOUT,
+        env=_env(cache),
+    )
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert without_timing(read_records(run_dir)) == without_timing(read_records(ref_dir))
+
+
+def test_single_process_run_on_shards_with_a_separate_test_folder(reference):
+    """Unequal shards, all 96 images trained on (4 steps an epoch: a seeded split would
+    leave 3) and evaluated on a separate test folder of 15; 2 devices as the reference (its
+    compilations are reused)."""
+    folder, base, cache, _, _ = reference
+    train = make_shards(folder / "shards", [35, 35, 26])
+    test = make_folder(folder / "test", per_class=5, seed=2, prefix="")  # shard classes 0..2
+    run_dir = str(folder / "shards-run")
+    args = [f"data.name={train}", f"data.test={test}", f"run.dir={run_dir}"]
+    proc = _run(cache, *base, *args, "--num-cpu-devices", "2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = read_records(run_dir)
+    train_steps = [r["step"] for r in records if r["kind"] == "train"]
+    assert train_steps == list(range(1, STEPS + 1))
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["epoch"] for r in evals] == [1, 2]
+    assert records[-1]["kind"] == "summary" and records[-1]["step"] == STEPS
+    assert records[-1]["knn_acc"] > 0.8  # 3 colour classes: chance is 1/3
