@@ -51,17 +51,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from experiments import in_domain, lambda_sweep  # noqa: E402
+from sigreg.loss_statistics import LOSS_STATISTICS  # noqa: E402
 from trainers.core import rundir  # noqa: E402
 
 CONFIG = "trainers/configs/fashion_mnist.yaml"
-STATISTICS = (
-    "epps_pulley",
-    "cramer_von_mises",
-    "anderson_darling",
-    "watson",
-    "extended_jarque_bera",
-    "mean_variance",
-)
+STATISTICS = LOSS_STATISTICS
 
 
 def _floats(text: str) -> list[float]:

@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from sigreg.loss_statistics import LOSS_STATISTICS
+
 __all__ = [
     "AugmentConfig",
     "DataConfig",
@@ -282,14 +284,7 @@ class LossConfig:
         "epps_pulley",
         "per-slice statistic of the regulariser, normalised to the Epps-Pulley null mean so "
         "lamb means the same for all (docs/statistics.md); engine applies to epps_pulley only",
-        choices=(
-            "epps_pulley",
-            "cramer_von_mises",
-            "anderson_darling",
-            "watson",
-            "extended_jarque_bera",
-            "mean_variance",
-        ),
+        choices=LOSS_STATISTICS,
     )
 
 
