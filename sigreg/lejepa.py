@@ -169,6 +169,30 @@ class _State(NamedTuple):
     scale: float
 
 
+def _directions(xp, g, directions, num_slices, seed, step, convert, checks):
+    """The slicing directions (given, checked, or drawn from ``seed`` and ``step``) in the
+    dtype and device of ``g``; a unit-norm check of given ones is appended to ``checks``."""
+    dim = g.shape[2]
+    if directions is None:
+        num_slices = check_int(num_slices, "num_slices", minimum=1)
+        return sample_directions(
+            dim,
+            num_slices,
+            seed=seed,
+            step=step,
+            backend=xp,
+            dtype=g.dtype,
+            device=device_of(g),
+        )
+    directions, given_dtype = prepare_array(directions, "directions", xp, convert_input=convert)
+    if directions.ndim != 2 or directions.shape[0] != dim:
+        raise ValueError(f"directions must have shape ({dim}, M), got {directions.shape}")
+    directions = xp.astype(directions, g.dtype)
+    check_finite(xp, directions, "directions")
+    checks.append(check_unit_columns(xp, directions, "directions", given_dtype))
+    return directions
+
+
 def _setup(
     global_views,
     local_views,
@@ -214,25 +238,7 @@ def _setup(
         collective=collective,
         engine=engine,
     )
-    dim = views.shape[2]
-    if directions is None:
-        num_slices = check_int(num_slices, "num_slices", minimum=1)
-        directions = sample_directions(
-            dim,
-            num_slices,
-            seed=seed,
-            step=step,
-            backend=xp,
-            dtype=g.dtype,
-            device=device_of(g),
-        )
-    else:
-        directions, given_dtype = prepare_array(directions, "directions", xp, convert_input=convert)
-        if directions.ndim != 2 or directions.shape[0] != dim:
-            raise ValueError(f"directions must have shape ({dim}, M), got {directions.shape}")
-        directions = xp.astype(directions, g.dtype)
-        check_finite(xp, directions, "directions")
-        checks.append(check_unit_columns(xp, directions, "directions", given_dtype))
+    directions = _directions(xp, g, directions, num_slices, seed, step, convert, checks)
     scale = null_expectation(t_max, n_points)
     return _State(
         xp,

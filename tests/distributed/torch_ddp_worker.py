@@ -26,6 +26,7 @@ import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from backends.torch import LeJEPALoss, SIGReg, TorchDistributedCollective  # noqa: E402
+from sigreg.loss_statistics import EDF_STATISTICS, LOSS_STATISTICS  # noqa: E402
 
 SPLITS = {"equal": (4, 4), "unequal": (5, 3)}
 N_TOTAL = 8
@@ -118,25 +119,14 @@ def eager_results(rank, coll, inputs, emb, engine: str) -> dict:
     return results
 
 
-STATISTICS = (
-    "epps_pulley",
-    "cramer_von_mises",
-    "anderson_darling",
-    "watson",
-    "extended_jarque_bera",
-    "mean_variance",
-)
-EDF = ("cramer_von_mises", "anderson_darling", "watson")
-
-
 def statistic_results(rank, coll, inputs) -> dict:
     """loss.statistic: a DDP-wrapped model, LeJEPALoss(statistic=...) with the collective,
     two steps; the loss parts and averaged parameter gradients of each step. Equal shards for
     every statistic, unequal ones too for those that reduce sums (not the gathered EDF ones)."""
     results: dict = {}
-    for statistic in STATISTICS:
+    for statistic in LOSS_STATISTICS:
         for name, sizes in SPLITS.items():
-            if name == "unequal" and statistic in EDF:
+            if name == "unequal" and statistic in EDF_STATISTICS:
                 continue
             x_in, n = _shard(inputs, sizes, rank), sizes[rank]
             model = make_model()
