@@ -180,7 +180,7 @@ def test_ddp_parameter_gradients_equal_single_process(ranks, split, loss_name, e
             torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-9 * scale)
 
 
-@pytest.mark.parametrize("statistic", W.STATISTICS)
+@pytest.mark.parametrize("statistic", W.LOSS_STATISTICS)
 def test_every_statistic_two_processes_equal_one(ranks, statistic):
     """loss.statistic in the torch trainer's loss: 2 gloo processes (DDP, the collective's
     all_reduce_sum / all_gather) == one process on the whole batch, for the loss parts and the
@@ -188,7 +188,7 @@ def test_every_statistic_two_processes_equal_one(ranks, statistic):
     inputs, _ = _full_data()
     model = W.make_model()
     loss_fn = LeJEPALoss(lamb=W.LAMB, num_slices=W.NUM_SLICES, seed=W.SEED, statistic=statistic)
-    splits = [s for s in W.SPLITS if s == "equal" or statistic not in W.EDF]
+    splits = [s for s in W.SPLITS if s == "equal" or statistic not in W.EDF_STATISTICS]
     for step in range(2):
         out = model(inputs.reshape(-1, W.D_IN)).reshape(W.N_GLOBAL + W.N_LOCAL, -1, W.D_OUT)
         parts = loss_fn(out[: W.N_GLOBAL], out[W.N_GLOBAL :])
